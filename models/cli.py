@@ -1,0 +1,154 @@
+"""`locoserve separate | data synth | train | eval`: the engine and training from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _separate(args: argparse.Namespace) -> int:
+    from . import audio
+    from .engine import EngineError, SeparationEngine
+    from .progress import ProgressBar
+
+    mode = "cpu_only" if args.device == "cpu" else "gpu_allowed"
+    try:
+        engine = SeparationEngine(args.variant, args.checkpoint, mode=mode, device=args.device,
+                                  random_weights=args.random_weights, threads=args.threads,
+                                  chunk_seconds=args.chunk, overlap_seconds=args.overlap)
+    except EngineError as e:
+        print(f"locoserve: {e}", file=sys.stderr)
+        return 2
+    if engine.random_weights:
+        print("WARNING: random weights; the output is not a separation", file=sys.stderr)
+    bar = None if args.quiet else ProgressBar(Path(args.input).name, " chunks")
+    try:
+        result = engine.separate(args.input, args.out, fmt=args.format,
+                                 normalize=args.normalize, progress=bar)
+    except audio.AudioError as e:
+        print(f"locoserve: {args.input}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.metadata, indent=2))
+    else:
+        note = f" (fell back to CPU: {result.fallback_reason})" if result.fallback else ""
+        print(f"{', '.join(str(p) for p in result.stems.values())} on {result.device}{note}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from .training import corpus
+    from .training.synth.fluid import ToolMissing
+
+    kinds = ["music", "speech"] if args.kind == "all" else [args.kind]
+    try:
+        for kind in kinds:
+            seconds = args.seconds or (10.0 if kind == "music" else 8.0)
+            corpus.synthesize(args.out, kind, "train", args.train, seconds)
+            test_seconds = args.test_seconds or (20.0 if kind == "music" else 10.0)
+            corpus.synthesize(args.out, kind, "test", args.test, test_seconds,
+                              snr_db=0.0 if kind == "speech" else None)
+    except ToolMissing as e:
+        print(f"locoserve: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training.train import TrainConfig, Trainer
+
+    cfg = TrainConfig(variant=args.variant, size=args.size, data=args.data, musdb=args.musdb,
+                      out=args.out, steps=args.steps, batch=args.batch, seconds=args.seconds,
+                      lr=args.lr, warmup=args.warmup, seed=args.seed, device=args.device,
+                      threads=args.threads, init=args.init, val_every=args.val_every)
+    trainer = Trainer(cfg)
+    trainer.run()
+    if args.export:
+        sha = trainer.export(args.export)
+        print(f"exported {args.export} (sha256 {sha})")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .engine import SeparationEngine
+    from .progress import ProgressBar
+    from .training import evaluate
+
+    engine = SeparationEngine(args.variant, args.checkpoint, random_weights=args.random_weights,
+                              threads=args.threads)
+    report = evaluate.evaluate(engine, Path(args.data), args.limit, ProgressBar("eval", " clips"))
+    print(evaluate.markdown(report))
+    if args.out:
+        evaluate.write(report, Path(args.out))
+    if args.card:
+        from .training.card import write_card
+        print(f"card: {write_card(Path(args.checkpoint), report, 'locoserve ' + ' '.join(sys.argv[1:]))}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .config import variants
+
+    p = sub.add_parser("separate", help="split an audio file into stems")
+    p.add_argument("input")
+    p.add_argument("--variant", default="2stem", choices=variants())
+    p.add_argument("--out", default="separated")
+    p.add_argument("--format", default="wav", choices=["wav", "flac"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--checkpoint")
+    p.add_argument("--random-weights", action="store_true", help="untrained network (tests, benchmarks)")
+    p.add_argument("--normalize", nargs="?", const="peak", choices=["peak", "loudness"],
+                   help="per-stem normalization after inference (default peak)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--chunk", type=float, default=18.0, help="chunk length in seconds")
+    p.add_argument("--overlap", type=float, default=1.75, help="crossfade length in seconds")
+    p.add_argument("--json", action="store_true", help="print the metadata record as JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_separate)
+
+    data = sub.add_parser("data", help="training data").add_subparsers(dest="data_cmd", required=True)
+    p = data.add_parser("synth", help="render the synthetic corpus (resumable)")
+    p.add_argument("--kind", default="all", choices=["music", "speech", "all"])
+    p.add_argument("--out", default="corpus")
+    p.add_argument("--train", type=int, default=1200, help="training clips per kind")
+    p.add_argument("--test", type=int, default=40, help="held-out clips per kind")
+    p.add_argument("--seconds", type=float, help="training clip length (10 music, 8 speech)")
+    p.add_argument("--test-seconds", type=float, help="test clip length (20 music, 10 speech)")
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("train", help="train a model")
+    p.add_argument("--variant", required=True, choices=variants())
+    p.add_argument("--size", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--data", default="corpus")
+    p.add_argument("--musdb", help="a MUSDB18-HQ-style folder of real stems instead of the corpus")
+    p.add_argument("--out", required=True, help="run folder (resumes if it holds a state)")
+    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--init", help="start from this checkpoint's matching tensors")
+    p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--export", help="write the EMA weights as a shipping checkpoint when done")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="score a checkpoint on held-out clips through the engine")
+    p.add_argument("--variant", required=True, choices=variants())
+    p.add_argument("--checkpoint")
+    p.add_argument("--random-weights", action="store_true")
+    p.add_argument("--data", default="corpus")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--out", help="write <out>.md and <out>.json")
+    p.add_argument("--card", action="store_true", help="write the checkpoint's card next to it")
+    p.set_defaults(func=_eval)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

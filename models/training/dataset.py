@@ -1,0 +1,167 @@
+"""Training examples remixed on the fly from cached stems.
+
+Stems are packed once into one int16 file per split (`pack.int16`, shape (stems, 2, total))
+with a clip table, and memory-mapped: random crops then cost a page-cache read, and no
+corpus needs to fit in RAM. Each example draws every stem from its own random clip and
+offset (Demucs-style remixing; 25 % of examples keep all stems of one clip together so the
+model also sees coherent songs), with a random gain, polarity and channel swap per stem,
+stem dropout, and a random low-pass shared by all stems (so that "no energy above 11 kHz"
+cannot become a shortcut to the espeak-ng vocals).
+
+Sources: our synthetic corpus (`corpus.py`), or a MUSDB18-HQ-style folder of real stems,
+`<track>/{vocals,drums,bass,other}.wav`, mapped as vocals→vocals, drums→drums, bass→bass,
+other→instruments, and fx silent (MUSDB has no fx stem; its effects live in "other").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import butter, sosfiltfilt
+
+from .. import audio
+from . import corpus
+
+MUSDB_MAP = {"vocals": "vocals", "drums": "drums", "bass": "bass", "instruments": "other"}
+
+
+def _pack(folder: Path, stems: tuple[str, ...], clip_dirs: list[Path], reader) -> Path:
+    """Write every clip's stems, end to end, into folder/pack.int16 with a clip table."""
+    lengths = [reader(c, stems[0]).shape[-1] for c in clip_dirs]
+    total = int(sum(lengths))
+    pack = np.lib.format.open_memmap(folder / "pack.tmp.npy", "w+", np.int16, (len(stems), 2, total))
+    offset = 0
+    for clip, length in zip(clip_dirs, lengths):
+        for s, stem in enumerate(stems):
+            x = reader(clip, stem)
+            pack[s, :, offset:offset + length] = np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+        offset += length
+    pack.flush()
+    del pack
+    (folder / "pack.tmp.npy").replace(folder / "pack.npy")
+    table = {"stems": list(stems), "clips": [str(c.name) for c in clip_dirs], "lengths": lengths}
+    (folder / "pack.json").write_text(json.dumps(table))
+    return folder / "pack.npy"
+
+
+def _corpus_reader(clip: Path, stem: str) -> np.ndarray:
+    return sf.read(clip / f"{stem}.flac", dtype="float32", always_2d=True)[0].T
+
+
+def _musdb_reader(track: Path, stem: str) -> np.ndarray:
+    if stem not in MUSDB_MAP:  # fx: silent, as long as the track
+        return np.zeros((2, audio.probe(track / "vocals.wav").output_frames), np.float32)
+    return audio.decode(track / f"{MUSDB_MAP[stem]}.wav")
+
+
+@dataclass
+class StemStore:
+    """Memory-mapped stems of one split: data (S, 2, total) int16 and clip boundaries."""
+
+    stems: tuple[str, ...]
+    data: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def open(cls, folder: Path, stems: tuple[str, ...], musdb: bool = False) -> "StemStore":
+        folder = Path(folder)
+        table_path = folder / "pack.json"
+        if musdb:
+            dirs = sorted(p for p in folder.iterdir() if (p / "vocals.wav").exists())
+            reader = _musdb_reader
+        else:
+            dirs = corpus.clips(folder)
+            reader = _corpus_reader
+        if not dirs:
+            raise FileNotFoundError(f"no clips under {folder}")
+        table = json.loads(table_path.read_text()) if table_path.exists() else None
+        if not table or table["stems"] != list(stems) or table["clips"] != [d.name for d in dirs]:
+            _pack(folder, stems, dirs, reader)
+            table = json.loads(table_path.read_text())
+        data = np.load(folder / "pack.npy", mmap_mode="r")
+        lengths = np.array(table["lengths"])
+        return cls(stems, data, np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def crop(self, stem: int, clip: int, start: int, length: int) -> np.ndarray:
+        a = self.starts[clip] + start
+        return self.data[stem, :, a:a + length].astype(np.float32) / 32767
+
+    def clip_stems(self, clip: int) -> np.ndarray:
+        a, n = self.starts[clip], self.lengths[clip]
+        return self.data[:, :, a:a + n].astype(np.float32) / 32767
+
+
+@dataclass
+class Augment:
+    gain_db: float = 5.0
+    dropout: float = 0.1
+    coherent: float = 0.25
+    lowpass: float = 0.5
+    polarity: bool = True
+    swap: bool = True
+
+
+def _targets(stems: np.ndarray, store_stems: tuple[str, ...], outputs: tuple[str, ...]) -> np.ndarray:
+    """Map store stems to model outputs; 'instrumental' is the sum of everything but vocals."""
+    out = []
+    for name in outputs:
+        if name in store_stems:
+            out.append(stems[store_stems.index(name)])
+        elif name == "instrumental":
+            out.append(sum(stems[i] for i, s in enumerate(store_stems) if s != "vocals"))
+        else:
+            raise ValueError(f"the data has no stem {name!r} (it has {list(store_stems)})")
+    return np.stack(out)
+
+
+class Remixer:
+    def __init__(self, store: StemStore, outputs: tuple[str, ...], seconds: float,
+                 augment: Augment = Augment(), seed: int = 0, clips: np.ndarray | None = None):
+        self.store, self.outputs = store, outputs
+        self.length = round(seconds * 44100)
+        self.aug = augment
+        self.rng = np.random.default_rng(seed)
+        self.clips = np.arange(len(store)) if clips is None else clips
+        self.clips = self.clips[store.lengths[self.clips] >= self.length]
+        if len(self.clips) == 0:
+            raise ValueError(f"no clip is {seconds} s long")
+
+    def example(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mixture (2, L), targets (S, 2, L)); the mixture is exactly the targets' sum."""
+        rng, store, n = self.rng, self.store, self.length
+        coherent = rng.random() < self.aug.coherent
+        if coherent:
+            clip = rng.choice(self.clips)
+            start = rng.integers(0, store.lengths[clip] - n + 1)
+        stems = []
+        for s in range(len(store.stems)):
+            if not coherent:
+                clip = rng.choice(self.clips)
+                start = rng.integers(0, store.lengths[clip] - n + 1)
+            x = store.crop(s, clip, start, n)
+            x *= 10 ** (rng.uniform(-self.aug.gain_db, self.aug.gain_db) / 20)
+            if self.aug.polarity and rng.random() < 0.5:
+                x = -x
+            if self.aug.swap and rng.random() < 0.5:
+                x = x[::-1]
+            if rng.random() < self.aug.dropout:
+                x = np.zeros_like(x)
+            stems.append(x)
+        stems = np.stack(stems)
+        if rng.random() < self.aug.lowpass:
+            sos = butter(8, rng.uniform(8000, 20000), fs=44100, output="sos")
+            stems = sosfiltfilt(sos, stems, axis=-1)
+        targets = _targets(stems, store.stems, self.outputs).astype(np.float32)
+        return targets.sum(0), targets
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [self.example() for _ in range(size)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
