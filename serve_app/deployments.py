@@ -1,0 +1,132 @@
+"""Model deployments: TwoStem (CPU only: the 2-stem and speech engines) and FiveStem (GPU
+when the cluster has one, with the engine's CPU fallback).
+
+Each replica takes one job at a time (max_ongoing_requests=1) and gives torch exactly the
+CPUs Ray assigned it: two jobs side by side with two threads each on two cores made OpenMP
+spin and ran 2–4× slower. A replica runs the engine in a worker thread; a cancelled call
+sets a flag that the engine's progress callback turns into an exception at the next chunk,
+so the thread stops and the slot frees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+
+import numpy as np
+import ray
+from ray import serve
+
+from entitlements import extend, open_database
+from models.engine import SeparationEngine
+from models.mastering import enhance_highpass
+
+from .jobs import JobStore
+from .settings import Settings
+
+log = logging.getLogger("ray.serve")
+
+PROGRESS_EVERY_S = 0.5
+
+
+class JobCancelled(Exception):
+    pass
+
+
+def assigned_cpus() -> int:
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    return max(1, math.floor(cpus))
+
+
+class ModelReplica:
+    mode = "cpu_only"
+    variants: tuple[str, ...] = ()
+
+    def __init__(self, settings: dict):
+        import torch
+
+        self.s = Settings(**settings)
+        self.db = open_database(self.s.database_url, sync_plans=False)
+        self.jobs = JobStore(self.db, self.s.results_dir)
+        threads = assigned_cpus()
+        torch.set_num_threads(threads)
+        self.engines = {
+            v: SeparationEngine(v, mode=self.mode, device="auto", random_weights=self.s.random_weights,
+                                threads=threads, chunk_seconds=self.s.chunk_seconds,
+                                overlap_seconds=self.s.overlap_seconds, config_overrides=self.s.model_overrides)
+            for v in self.variants
+        }
+        for v, e in self.engines.items():
+            log.info("%s: %s on %s (threads %d, weights %s%s)", type(self).__name__, v, e.choice.device,
+                     threads, e.weights_sha256[:12], ", fallback: " + e.choice.reason if e.choice.fallback else "")
+
+    async def run(self, spec: dict, audio: np.ndarray) -> dict:
+        cancel = threading.Event()
+        work = asyncio.get_running_loop().run_in_executor(None, self._run, spec, audio, cancel)
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancel.set()
+            await asyncio.wait([work])  # the slot stays busy until the thread has stopped
+            raise
+
+    def _run(self, spec: dict, audio: np.ndarray, cancel: threading.Event) -> dict:
+        job_id = spec["job_id"]
+        engine = self.engines[spec["variant"]]
+        if not self.jobs.start(job_id, str(engine.choice.device), engine.choice.fallback, engine.choice.reason):
+            return {"status": "skipped"}  # cancelled between dequeue and start
+        extend(self.db, spec["usage_event_id"], self.s.reservation_ttl_s)
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            if cancel.is_set():
+                raise JobCancelled()
+            now = time.monotonic()
+            if now - last[0] > PROGRESS_EVERY_S or done == total:
+                last[0] = now
+                self.jobs.progress(job_id, done / total)
+
+        enhance = spec["task"] == "enhance"
+        try:
+            result = engine.separate(
+                audio, self.jobs.result_dir(job_id), fmt=spec["format"], normalize=spec["normalize"],
+                progress=progress, extra_filters=(lambda stem: [enhance_highpass(44100)] if stem == "speech" else [])
+                if enhance else None, stems_normalize={"speech": "master"} if enhance else None)
+        except JobCancelled:
+            self.jobs.finish(job_id, "cancelled", error="cancelled while running",
+                             refund_reason="cancelled while running")
+            return {"status": "cancelled"}
+        except Exception as e:
+            log.exception("job %s failed", job_id)
+            self.jobs.finish(job_id, "failed", error=f"internal error ({type(e).__name__}); the job was refunded",
+                             refund_reason=f"{type(e).__name__}: {e}"[:200])
+            return {"status": "failed"}
+        self.jobs.finish(job_id, "done", device=result.device, fallback=result.fallback,
+                         fallback_reason=result.fallback_reason, stems=list(result.stems),
+                         engine_metadata=result.metadata, random_weights=engine.random_weights)
+        return {"status": "done", "device": result.device, "fallback": result.fallback}
+
+    def check_health(self) -> None:
+        if not self.engines:
+            raise RuntimeError("no engine loaded")
+
+
+@serve.deployment(max_ongoing_requests=1, graceful_shutdown_timeout_s=10,
+                  ray_actor_options={"num_cpus": 1, "num_gpus": 0,
+                                     "runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}})
+class TwoStem(ModelReplica):
+    """Free tier and 2-stem requests, clean and enhance: never touches a GPU."""
+
+    mode = "cpu_only"
+    variants = ("2stem", "speech")
+
+
+@serve.deployment(max_ongoing_requests=1, graceful_shutdown_timeout_s=10, ray_actor_options={"num_cpus": 1})
+class FiveStem(ModelReplica):
+    """5-stem requests: a GPU when the replica got one, else the CPU, and the response says which."""
+
+    mode = "gpu_allowed"
+    variants = ("5stem",)

@@ -1,0 +1,284 @@
+"""The HTTP API: a Starlette app inside the Ingress deployment (0 CPUs, async handlers only;
+database calls and decoding run in threads, off the event loop).
+
+A job request goes: key check (401/403 before reading the upload) → multipart under a size
+cap (413) → decode and validate the audio (4xx, nothing charged) → authorize_and_consume
+(usage recorded before any inference; 402/403/429) → job record → audio into the object
+store → the dispatcher, by reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from pathlib import Path
+
+import numpy as np
+import ray
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from sqlalchemy.exc import IntegrityError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from entitlements import EntitlementError, Unauthorized, authorize_and_consume, open_database, peek, state
+from entitlements.accounts import seed_demo_users
+from entitlements.stripe_webhooks import handle as handle_webhook
+from models import audio
+
+from .dispatcher import Cancelled, Rejected
+from .jobs import ACTIVE, Job, JobStore, describe
+from .metrics import IngressMetrics
+from .openapi import openapi
+from .problems import DESCRIPTIONS, from_audio, from_entitlement, problem
+from .settings import Settings
+from .uploads import UploadError, read_upload
+
+log = logging.getLogger("ray.serve")
+
+TASKS = {"separate": "stem_split", "clean": "audio_clean", "enhance": "audio_enhance"}
+MEDIA = {"wav": "audio/wav", "flac": "audio/flac"}
+
+
+def bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else None
+
+
+def root(request: Request) -> str:
+    """The application's route prefix ('' at /), for URLs the client should follow."""
+    return request.scope.get("root_path", "").rstrip("/")
+
+
+def fingerprint(task: str, variant: str, options, data: bytes) -> str:
+    h = hashlib.sha256(f"{task}|{variant}|{options.format}|{options.normalize}|".encode())
+    h.update(hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, graceful_shutdown_timeout_s=5)
+@serve.ingress()
+class Ingress:
+    def __init__(self, dispatcher: DeploymentHandle, settings: dict):
+        self.s = Settings(**settings)
+        self.db = open_database(self.s.database_url)
+        if self.s.seed_demo_users:
+            try:
+                if seed_demo_users(self.db, Path(self.s.data_dir)):
+                    log.info("demo users created; keys in %s", Path(self.s.data_dir) / "demo-keys.json")
+            except IntegrityError:  # another ingress replica seeded at the same moment
+                pass
+        self.jobs = JobStore(self.db, self.s.results_dir)
+        self.dispatcher = dispatcher
+        self.metrics = IngressMetrics()
+        self._detached: set[asyncio.Task] = set()
+
+    def __serve_build_asgi_app__(self) -> Starlette:
+        routes = [Route(f"/api/audio/{task}", self._job_endpoint(task), methods=["POST"]) for task in TASKS]
+        routes += [
+            Route("/api/jobs/{job_id}", self.get_job, methods=["GET"]),
+            Route("/api/jobs/{job_id}", self.cancel_job, methods=["DELETE"]),
+            Route("/api/jobs/{job_id}/stems/{filename}", self.download, methods=["GET"]),
+            Route("/api/me", self.me, methods=["GET"]),
+            Route("/api/webhooks/stripe", self.stripe, methods=["POST"]),
+            Route("/api/openapi.json", lambda r: JSONResponse(openapi()), methods=["GET"]),
+            Route("/problems/{slug}", self.problem_type, methods=["GET"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+        ]
+        return Starlette(routes=routes, exception_handlers={HTTPException: self._http_error,
+                                                            Exception: self._internal_error})
+
+    # -- errors -------------------------------------------------------------------------------
+    async def _http_error(self, request: Request, exc: HTTPException) -> Response:
+        slug = {404: "not-found", 405: "bad-request"}.get(exc.status_code, "bad-request")
+        return problem(exc.status_code, slug, exc.detail or "Error", f"{request.method} {request.url.path}: {exc.detail}")
+
+    async def _internal_error(self, request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "internal", "Internal error", "an unexpected error on our side; it has been logged")
+
+    def _deny(self, e: EntitlementError) -> Response:
+        self.metrics.denials.inc(tags={"reason": e.slug})
+        return from_entitlement(e)
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def _job_endpoint(self, task: str):
+        async def endpoint(request: Request) -> Response:
+            return await self.submit(request, task)
+        return endpoint
+
+    async def submit(self, request: Request, task: str) -> Response:
+        key, capability = bearer(request), TASKS[task]
+        try:
+            caller = await asyncio.to_thread(peek, self.db, key, capability)
+            upload = await read_upload(request, int(self.s.max_upload_mb * 1024 * 1024))
+        except EntitlementError as e:
+            return self._deny(e)
+        except UploadError as e:
+            return problem(e.status, e.slug, "Unusable request", e.detail)
+        opts = upload.options
+        if task == "separate":
+            variant = f"{opts.stems}stem" if opts.stems else (caller.default_variant or "2stem")
+        elif opts.stems is not None:
+            return problem(422, "bad-request", "Unusable request", f"'stems' does not apply to {task}")
+        else:
+            variant = "speech"
+        try:
+            info = await asyncio.to_thread(audio.probe, upload.data, self.s.max_input_seconds)
+            # refuse from the header, before decoding; the consume below checks again, atomically
+            caller.check(info.duration, variant if task == "separate" else None)
+            samples = await asyncio.to_thread(audio.decode, upload.data, self.s.max_input_seconds)
+        except audio.AudioError as e:
+            return from_audio(e)
+        except EntitlementError as e:
+            return self._deny(e)
+        duration = samples.shape[1] / 44100
+        try:
+            decision = await asyncio.to_thread(
+                authorize_and_consume, self.db, capability, api_key=key,
+                idempotency_key=request.headers.get("idempotency-key"),
+                fingerprint=fingerprint(task, variant, opts, upload.data), input_seconds=duration,
+                variant=variant if task == "separate" else None, ttl_s=self.s.reservation_ttl_s)
+        except EntitlementError as e:
+            return self._deny(e)
+        headers = decision.headers()
+        if decision.replayed:
+            job = await asyncio.to_thread(self.jobs.by_event, decision.event_id)
+            if job is not None:
+                return self._job_response(request, job, opts.debug, headers | {"Idempotent-Replayed": "true"})
+        job = Job(id=uuid.uuid4().hex, user_id=decision.user_id, task=task, variant=variant,
+                  model="five_stem" if variant == "5stem" else "two_stem", plan=decision.plan,
+                  priority=decision.priority, input_seconds=duration, format=opts.format,
+                  normalize=opts.normalize, usage_event_id=decision.event_id, random_weights=self.s.random_weights,
+                  entitlement={k: v for k, v in decision.to_dict().items()
+                               if k in ("capability", "source", "limit", "used", "remaining", "reset_at",
+                                        "credits_remaining")})
+        await asyncio.to_thread(self.jobs.create, job)
+        spec = {"job_id": job.id, "task": task, "variant": variant, "model": job.model, "priority": job.priority,
+                "format": opts.format, "normalize": opts.normalize, "usage_event_id": decision.event_id}
+        ref = await asyncio.to_thread(ray.put, np.ascontiguousarray(samples))  # a copy: keep the loop free
+        del samples
+        call = self.dispatcher.submit.remote(spec, [ref])  # nested: the dispatcher never resolves it
+        if not opts.wait:
+            task_ = asyncio.ensure_future(self._detached_wait(call, ref))
+            self._detached.add(task_)
+            task_.add_done_callback(self._detached.discard)
+            return self._job_response(request, await asyncio.to_thread(self.jobs.get, job.id), False, headers,
+                                      status=202)
+        try:
+            await call
+        except Rejected as e:
+            return problem(503, "queue-full", "Queue full", str(e), {"Retry-After": str(e.retry_after)},
+                           job_id=job.id, refunded=True)
+        except Cancelled:
+            pass
+        except Exception:
+            log.exception("job %s: the dispatcher did not answer", job.id)
+            await asyncio.to_thread(self.jobs.finish, job.id, "failed", error="the dispatcher was unavailable",
+                                    refund_reason="dispatcher unavailable")
+            return problem(503, "unavailable", "Dispatcher unavailable", "the job could not be queued; it was "
+                           "refunded", {"Retry-After": str(self.s.retry_after_s)}, job_id=job.id, refunded=True)
+        finally:
+            del ref
+        return self._job_response(request, await asyncio.to_thread(self.jobs.get, job.id), opts.debug, headers)
+
+    async def _detached_wait(self, call, ref) -> None:
+        try:
+            await call
+        except Exception:  # the dispatcher has already recorded and refunded the outcome
+            pass
+
+    def _job_response(self, request: Request, job: Job, debug: bool, headers: dict | None = None,
+                      status: int | None = None) -> Response:
+        body = describe(job, root(request))
+        if debug and self.s.allow_debug:
+            body["metadata"] = job.engine_metadata
+        headers = dict(headers or {})
+        if status == 202 or job.status in ACTIVE:
+            headers["Location"] = f"{root(request)}/api/jobs/{job.id}"
+            return JSONResponse(body, status_code=202, headers=headers)
+        if job.status == "failed":
+            return problem(500, "job-failed", "Job failed", job.error or "the job failed", headers,
+                           job=body, refunded=True)
+        return JSONResponse(body, status_code=200, headers=headers)
+
+    async def _owned_job(self, request: Request) -> tuple[int, Job]:
+        caller = await asyncio.to_thread(peek, self.db, bearer(request))
+        job = await asyncio.to_thread(self.jobs.get, request.path_params["job_id"], caller.user_id)
+        if job is None:  # missing and not-yours look the same
+            raise HTTPException(404, "no such job")
+        return caller.user_id, job
+
+    async def get_job(self, request: Request) -> Response:
+        try:
+            _, job = await self._owned_job(request)
+        except Unauthorized as e:
+            return self._deny(e)
+        body = describe(job, root(request))
+        if job.status == "queued":
+            body["queue_position"] = await self.dispatcher.position.remote(job.id)
+        if request.query_params.get("debug") in ("1", "true") and self.s.allow_debug:
+            body["metadata"] = job.engine_metadata
+        return JSONResponse(body)
+
+    async def cancel_job(self, request: Request) -> Response:
+        try:
+            _, job = await self._owned_job(request)
+        except Unauthorized as e:
+            return self._deny(e)
+        if job.status not in ACTIVE:
+            return problem(409, "conflict", "Job already ended", f"the job is {job.status}",
+                           job=describe(job, root(request)))
+        outcome = await self.dispatcher.cancel.remote(job.id)
+        if outcome == "cancelling":  # running: the replica stops at its next chunk
+            for _ in range(100):
+                job = await asyncio.to_thread(self.jobs.get, job.id)
+                if job.status not in ACTIVE:
+                    break
+                await asyncio.sleep(0.1)
+        job = await asyncio.to_thread(self.jobs.get, job.id)
+        return JSONResponse(describe(job, root(request)), status_code=200 if job.status not in ACTIVE else 202)
+
+    async def download(self, request: Request) -> Response:
+        try:
+            _, job = await self._owned_job(request)
+        except Unauthorized as e:
+            return self._deny(e)
+        name, _, ext = request.path_params["filename"].rpartition(".")
+        path = self.jobs.result_dir(job.id) / f"{name}.{ext}"
+        if job.status != "done" or name not in (job.stems or []) or ext != job.format or not path.is_file():
+            raise HTTPException(404, "no such stem (or its retention period has passed)")
+        return FileResponse(path, media_type=MEDIA[ext], filename=f"{job.id}-{name}.{ext}")
+
+    # -- account, billing, health -------------------------------------------------------------
+    async def me(self, request: Request) -> Response:
+        try:
+            caller = await asyncio.to_thread(peek, self.db, bearer(request))
+        except Unauthorized as e:
+            return self._deny(e)
+        return JSONResponse(await asyncio.to_thread(state, self.db, caller.user_id))
+
+    async def stripe(self, request: Request) -> Response:
+        if not self.s.stripe_webhook_secrets:
+            return problem(503, "unavailable", "Webhooks not configured", "set STRIPE_WEBHOOK_SECRETS")
+        body = await request.body()
+        try:
+            outcome = await asyncio.to_thread(handle_webhook, self.db, body, request.headers.get("stripe-signature"),
+                                              self.s.stripe_webhook_secrets)
+        except EntitlementError as e:
+            return from_entitlement(e)
+        return JSONResponse({"received": True, "outcome": outcome})
+
+    async def problem_type(self, request: Request) -> Response:
+        slug = request.path_params["slug"]
+        if slug not in DESCRIPTIONS:
+            raise HTTPException(404, "no such problem type")
+        return JSONResponse({"type": f"/problems/{slug}", "description": DESCRIPTIONS[slug]})
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})

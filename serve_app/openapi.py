@@ -1,0 +1,94 @@
+"""The OpenAPI 3.1 document served at /api/openapi.json (hand-written: the API is small and
+Starlette has no schema generator of its own)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+PROBLEM = {"description": "RFC 9457 problem details",
+           "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+JOB = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}
+AUTH = [{"bearer": []}]
+
+
+def _job_request(task: str, summary: str) -> dict:
+    props = {
+        "audio": {"type": "string", "format": "binary", "description": "WAV, FLAC, OGG/Vorbis, Opus or MP3"},
+        "format": {"type": "string", "enum": ["wav", "flac"], "default": "wav"},
+        "normalize": {"type": "string", "enum": ["peak", "loudness"],
+                      "description": "per-stem normalization after inference (true = peak)"},
+        "debug": {"type": "boolean", "default": False,
+                  "description": "include engine metadata (only where the deployment allows it)"},
+        "wait": {"type": "boolean", "default": True,
+                 "description": "false: answer 202 at once with the job and a Location header"},
+    }
+    if task == "separate":
+        props["stems"] = {"type": "integer", "enum": [2, 5], "description": "default: the plan's default"}
+    return {
+        "summary": summary, "security": AUTH,
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+                        "description": "a retry with the same key returns the first job and is not charged again"}],
+        "requestBody": {"required": True, "content": {"multipart/form-data": {
+            "schema": {"type": "object", "required": ["audio"], "properties": props}}}},
+        "responses": {
+            "200": {"description": "done; RateLimit-Policy and RateLimit headers describe the quota", **JOB},
+            "202": {"description": "accepted (wait=false) or still running; see Location", **JOB},
+            **{str(code): PROBLEM | {"description": why} for code, why in [
+                (400, "malformed request"), (401, "missing, unknown, expired or revoked key"),
+                (402, "out of credits"), (403, "capability or option not in the plan"),
+                (413, "upload too large"), (415, "not multipart, or not a supported audio format"),
+                (422, "invalid options or unusable audio"), (429, "quota exhausted (Retry-After)"),
+                (500, "the job failed on our side (refunded)"), (503, "queue full (Retry-After; refunded)")]},
+        },
+    }
+
+
+@lru_cache(maxsize=1)
+def openapi() -> dict:
+    job_id = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Locoserve", "version": "0.1.0",
+                 "description": "Stem separation and audio clean-up. Errors are RFC 9457 problem+json."},
+        "paths": {
+            "/api/audio/separate": {"post": _job_request("separate", "Split music into 2 or 5 stems")},
+            "/api/audio/clean": {"post": _job_request("clean", "Remove noise from a recording (speech, noise)")},
+            "/api/audio/enhance": {"post": _job_request(
+                "enhance", "Clean plus mastering: 80 Hz high-pass, -16 LUFS integrated, -1 dBTP ceiling")},
+            "/api/jobs/{job_id}": {
+                "get": {"summary": "Job status, queue position, progress, stems", "security": AUTH,
+                        "parameters": job_id, "responses": {"200": JOB, "404": PROBLEM}},
+                "delete": {"summary": "Cancel a queued or running job (refunded)", "security": AUTH,
+                           "parameters": job_id, "responses": {"200": JOB, "404": PROBLEM, "409": PROBLEM}}},
+            "/api/jobs/{job_id}/stems/{filename}": {
+                "get": {"summary": "Download a stem, e.g. vocals.wav", "security": AUTH,
+                        "parameters": job_id + [{"name": "filename", "in": "path", "required": True,
+                                                 "schema": {"type": "string"}}],
+                        "responses": {"200": {"description": "the audio file",
+                                              "content": {"audio/wav": {}, "audio/flac": {}}}, "404": PROBLEM}}},
+            "/api/me": {"get": {"summary": "Plan, capabilities, remaining quotas and credits", "security": AUTH,
+                                "responses": {"200": {"description": "entitlement state"}, "401": PROBLEM}}},
+            "/api/webhooks/stripe": {"post": {"summary": "Stripe events (Stripe-Signature verified)",
+                                              "responses": {"200": {"description": "processed or duplicate"},
+                                                            "400": PROBLEM}}},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Problem": {"type": "object", "properties": {
+                    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                    "detail": {"type": "string"}}},
+                "Job": {"type": "object", "properties": {
+                    "job_id": {"type": "string"},
+                    "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
+                    "task": {"type": "string"}, "variant": {"type": "string"}, "plan": {"type": "string"},
+                    "progress": {"type": "number"}, "queue_position": {"type": ["integer", "null"]},
+                    "device": {"type": ["string", "null"]}, "fallback": {"type": "boolean"},
+                    "fallback_reason": {"type": ["string", "null"]}, "duration_s": {"type": "number"},
+                    "stems": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+                    "entitlement": {"type": "object"}, "error": {"type": ["string", "null"]},
+                    "metadata": {"type": "object", "description": "engine metadata (debug only)"}}},
+            },
+        },
+    }

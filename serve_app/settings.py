@@ -1,0 +1,63 @@
+"""Application arguments (the `args:` of a Serve config), validated once and handed to every
+deployment as a plain dict."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def _env_list(name: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # storage: DATABASE_URL (or this) selects PostgreSQL; otherwise SQLite in the data folder
+    database_url: str | None = None
+    data_dir: str = Field(default_factory=lambda: os.environ.get("LOCOSERVE_DATA_DIR", "data"))
+    seed_demo_users: bool = False
+    allow_debug: bool = False
+
+    # models
+    random_weights: bool = False  # tests and benchmarks only: every response then says so
+    model_overrides: dict = Field(default_factory=dict)  # network fields, e.g. tiny test models
+    chunk_seconds: float = 18.0
+    overlap_seconds: float = 1.75
+    five_stem_device: Literal["auto", "gpu", "cpu"] = "auto"
+    two_stem_cpus: float = 1.0
+    five_stem_cpus: float = 1.0
+
+    # dispatching: slots = replicas × max_ongoing_requests of each model deployment
+    two_slots: int = 1
+    five_slots: int = 1
+    queue_max_depth: int = 100  # per priority level and model
+    aging_s: float = 120.0  # a job waiting this long rises one priority level
+    retry_after_s: int = 30
+
+    # requests and results
+    max_upload_mb: float = 200.0
+    max_input_seconds: float = 2 * 3600  # the service's ceiling; plans set lower ones
+    results_ttl_s: int = 24 * 3600
+    reservation_ttl_s: int = 2 * 3600
+    housekeeping_s: float = 60.0
+    stripe_webhook_secrets: list[str] = Field(default_factory=lambda: _env_list("STRIPE_WEBHOOK_SECRETS"))
+
+    @model_validator(mode="after")
+    def _resolve_storage(self) -> "Settings":
+        # Resolved once, where the app is built: replicas run in other working directories.
+        # A DATABASE_URL in the environment is left to each replica to read, so that a
+        # password never ends up in the application's (visible) config.
+        self.data_dir = str(Path(self.data_dir).resolve())
+        if self.database_url is None and not os.environ.get("DATABASE_URL"):
+            self.database_url = f"sqlite:///{Path(self.data_dir) / 'locoserve.db'}"
+        return self
+
+    @property
+    def results_dir(self) -> str:
+        return os.path.join(self.data_dir, "results")
