@@ -1,0 +1,295 @@
+"""End to end over HTTP against `serve.run` of the real application (real Ray, real SQLite,
+real decoding, real CPU-size networks with random weights)."""
+
+import io
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from sqlmodel import Session, select
+
+from service_fixture import STRIPE_SECRET, start_service, wav_bytes
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def svc():
+    service, stop = start_service()
+    yield service
+    stop()
+
+
+@pytest.fixture(scope="module")
+def db(svc):
+    from entitlements import make_engine
+    return make_engine(svc.db_url)
+
+
+@pytest.fixture
+def new_key(db):
+    from entitlements.accounts import create_user
+    count = iter(range(1000))
+
+    def make(plan):
+        return create_user(db, f"{plan}-{time.time_ns()}-{next(count)}@it", plan)[1]
+    return make
+
+
+def used(svc, key, capability="stem_split"):
+    with svc.client(key) as c:
+        return c.get("/api/me").json()["capabilities"][capability]["used"]
+
+
+def events(db, status):
+    from entitlements.schema import UsageEvent
+    with Session(db) as s:
+        return s.exec(select(UsageEvent).where(UsageEvent.status == status)).all()
+
+
+def is_problem(r, status):
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["status"] == status and body["type"].startswith("/problems/") and body["detail"]
+    return body
+
+
+def test_health_and_openapi(svc):
+    with svc.client() as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        spec = c.get("/api/openapi.json").json()
+        assert "/api/audio/separate" in spec["paths"] and spec["openapi"].startswith("3.")
+        assert "description" in c.get("/problems/quota-exceeded").json()
+        is_problem(c.get("/api/nothing-here"), 404)
+
+
+def test_free_caller_gets_two_stems_on_cpu(svc):
+    r = svc.submit(svc.keys["free"], seconds=3.0)
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["status"] == "done" and job["variant"] == "2stem" and job["device"] == "cpu"
+    assert job["fallback"] is False  # cpu_only: CPU is the plan, not a fallback
+    assert set(job["stems"]) == {"vocals", "instrumental"}
+    assert job["random_weights"] is True and "random" in job["warning"]
+    assert job["entitlement"]["limit"] == 10 and job["entitlement"]["source"] == "quota"
+    assert r.headers["RateLimit-Policy"] == '"stem_split";q=10;w=86400'
+    with svc.client(svc.keys["free"]) as c:
+        audio = c.get(job["stems"]["vocals"])
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+    x, sr = sf.read(io.BytesIO(audio.content))
+    assert sr == 44100 and x.shape == (3 * 44100, 2)
+
+
+def test_pro_caller_gets_five_stems_and_the_fallback_is_reported(svc):
+    job = svc.submit(svc.keys["pro"], seconds=2.0).json()
+    assert job["status"] == "done" and job["variant"] == "5stem"  # the plan's default
+    assert set(job["stems"]) == {"vocals", "drums", "bass", "instruments", "fx"}
+    assert job["device"] == "cpu" and job["fallback"] is True
+    assert "CUDA" in job["fallback_reason"]
+    two = svc.submit(svc.keys["pro"], seconds=1.0, stems=2).json()
+    assert two["variant"] == "2stem" and two["fallback"] is False
+
+
+def test_free_caller_asking_for_five_stems_is_refused_and_not_charged(svc):
+    before = used(svc, svc.keys["free"])
+    body = is_problem(svc.submit(svc.keys["free"], stems=5), 403)
+    assert body["type"] == "/problems/plan-limit" and "5stem" in body["detail"]
+    assert used(svc, svc.keys["free"]) == before
+
+
+def test_bad_or_missing_key(svc):
+    is_problem(svc.submit("lsk_not-a-real-key"), 401)
+    is_problem(svc.submit(None), 401)
+    with svc.client("lsk_wrong") as c:
+        is_problem(c.get("/api/me"), 401)
+
+
+def test_corrupt_and_unsupported_uploads_cost_nothing(svc):
+    key = svc.keys["vip"]
+    before = used(svc, key)
+    wav = wav_bytes(2.0)
+    assert is_problem(svc.submit(key, data=wav[: len(wav) // 2]), 422)["code"] == "truncated"
+    assert is_problem(svc.submit(key, data=b"this is not audio at all" * 100), 415)["code"] == "unsupported"
+    assert is_problem(svc.submit(key, data=b""), 422)["code"] == "empty"
+    is_problem(svc.submit(key, format="mp4"), 422)
+    is_problem(svc.submit(key, stems=3), 422)
+    with svc.client(key) as c:
+        is_problem(c.post("/api/audio/separate", content=wav, headers={"content-type": "audio/wav"}), 415)
+    assert used(svc, key) == before
+
+
+def test_oversized_upload_gets_413(svc):
+    key = svc.keys["strict"]["free"]
+    r = svc.submit(key, prefix="/strict", data=wav_bytes(13.0))  # ~2.3 MB over a 1 MiB cap
+    is_problem(r, 413)
+    ok = svc.submit(key, prefix="/strict", seconds=1.0)
+    assert ok.status_code == 200
+    assert all(url.startswith("/strict/api/jobs/") for url in ok.json()["stems"].values())  # the app's prefix
+
+
+def test_results_are_deleted_after_their_retention(svc):
+    key = svc.keys["strict"]["pro"]
+    job = svc.submit(key, prefix="/strict", seconds=1.0, stems=2).json()  # this app keeps results 2 s
+    url = job["stems"]["vocals"]
+    with svc.client(key) as c:
+        assert c.get(url).status_code == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and c.get(f"/strict/api/jobs/{job['job_id']}").json()["stems"]:
+            time.sleep(0.5)
+        later = c.get(f"/strict/api/jobs/{job['job_id']}").json()
+        assert later["stems"] is None and later["results_deleted_at"] and later["status"] == "done"
+        is_problem(c.get(url), 404)
+
+
+def test_debug_metadata_only_where_allowed(svc):
+    job = svc.submit(svc.keys["vip"], seconds=1.0, stems=2, debug=True).json()
+    meta = job["metadata"]
+    assert meta["variant"] == "2stem" and meta["device"] == "cpu" and meta["random_weights"] is True
+    assert meta["chunk_samples"] == 18 * 44100 and meta["weights_sha256"] == "random"
+    assert "metadata" not in svc.submit(svc.keys["vip"], seconds=1.0, stems=2).json()
+    strict = svc.submit(svc.keys["strict"]["vip"], prefix="/strict", seconds=1.0, stems=2, debug=True).json()
+    assert strict["status"] == "done" and "metadata" not in strict
+
+
+def test_quota_exhausted_gives_429_with_retry_after(svc, db):
+    from entitlements import authorize_and_consume
+    from entitlements.schema import User
+    with Session(db) as s:
+        uid = s.exec(select(User).where(User.email == "free@demo.locoserve")).one().id
+    while True:  # use up today's free quota directly in the database
+        try:
+            authorize_and_consume(db, "stem_split", user_id=uid)
+        except Exception:
+            break
+    body = is_problem(r := svc.submit(svc.keys["free"]), 429)
+    assert 0 < int(r.headers["Retry-After"]) <= 86400
+    assert r.headers["RateLimit"].startswith('"stem_split";r=0;t=')
+    assert body["limit"] == 10 and body["remaining"] == 0 and body["reset_at"].endswith("Z")
+
+
+def test_usage_recorded_before_inference_and_refunded_when_our_model_fails(svc, db):
+    key = svc.keys["vip"]
+    results = svc.data_dir / "results"
+    before = used(svc, key)
+    shutil.move(results, results.with_name("results.moved"))
+    results.write_text("not a folder: the job cannot write its stems")
+    try:
+        r = svc.submit(key, seconds=1.0, stems=2)
+    finally:
+        results.unlink()
+        shutil.move(results.with_name("results.moved"), results)
+    body = is_problem(r, 500)
+    assert body["refunded"] is True and body["job"]["status"] == "failed"
+    released = [e for e in events(db, "released") if e.release_reason and "Error" in e.release_reason]
+    assert released, "the failed job's usage event was not released"
+    assert used(svc, key) == before  # recorded, then refunded
+
+
+def test_async_flow_progress_and_download(svc):
+    key = svc.keys["pro"]
+    r = svc.submit(key, seconds=4.0, stems=2, wait=False, format="flac")
+    assert r.status_code == 202 and r.headers["Location"] == f"/api/jobs/{r.json()['job_id']}"
+    job = svc.wait_done(key, r.json()["job_id"])
+    assert job["status"] == "done" and job["progress"] == 1.0 and job["timings"]["run_s"] > 0
+    with svc.client(key) as c:
+        stem = c.get(job["stems"]["instrumental"])
+        assert stem.headers["content-type"] == "audio/flac"
+        assert sf.read(io.BytesIO(stem.content))[0].shape == (4 * 44100, 2)
+        is_problem(c.get(f"/api/jobs/{job['job_id']}/stems/drums.flac"), 404)
+
+
+def test_another_users_job_is_not_found(svc):
+    job = svc.submit(svc.keys["pro"], seconds=1.0, stems=2).json()
+    with svc.client(svc.keys["vip"]) as other:
+        is_problem(other.get(f"/api/jobs/{job['job_id']}"), 404)
+        is_problem(other.get(job["stems"]["vocals"]), 404)
+        is_problem(other.delete(f"/api/jobs/{job['job_id']}"), 404)
+
+
+def test_idempotent_retry_returns_the_same_job_once_charged(svc):
+    key = svc.keys["vip"]
+    before = used(svc, key)
+    data = wav_bytes(1.0, seed=42)
+    a = svc.submit(key, data=data, stems=2, headers={"Idempotency-Key": "retry-1"})
+    b = svc.submit(key, data=data, stems=2, headers={"Idempotency-Key": "retry-1"})
+    assert a.json()["job_id"] == b.json()["job_id"] and b.headers["Idempotent-Replayed"] == "true"
+    assert used(svc, key) == before + 1
+    is_problem(svc.submit(key, data=wav_bytes(1.0, seed=43), stems=2, headers={"Idempotency-Key": "retry-1"}), 422)
+
+
+def started(svc, key, job_id):
+    return svc.wait_done(key, job_id)["started_at"]
+
+
+def test_pro_job_runs_before_queued_free_jobs(svc, new_key):
+    vip, free = svc.keys["vip"], new_key("free")
+    blocker = svc.submit(vip, seconds=40.0, stems=2, wait=False).json()["job_id"]  # occupies the 2-stem slot
+    time.sleep(0.5)
+    queued = [svc.submit(free, seconds=1.0, wait=False).json()["job_id"] for _ in range(4)]
+    pro = svc.submit(svc.keys["pro"], seconds=1.0, stems=2, wait=False).json()["job_id"]
+    with svc.client(svc.keys["pro"]) as c:
+        assert c.get(f"/api/jobs/{pro}").json()["queue_position"] == 0
+    order = sorted([(started(svc, free, j), "free") for j in queued] +
+                   [(started(svc, svc.keys["pro"], pro), "pro")])
+    assert started(svc, vip, blocker) < order[0][0]
+    assert [who for _, who in order] == ["pro", "free", "free", "free", "free"]
+
+
+def test_vip_runs_before_a_pro_backlog_on_the_five_stem_slot(svc):
+    pro = svc.keys["pro"]
+    blocker = svc.submit(pro, seconds=25.0, wait=False).json()["job_id"]
+    time.sleep(0.5)
+    backlog = [svc.submit(pro, seconds=1.0, wait=False).json()["job_id"] for _ in range(2)]
+    vip = svc.submit(svc.keys["vip"], seconds=1.0, stems=5, wait=False).json()["job_id"]
+    t_vip = started(svc, svc.keys["vip"], vip)
+    assert all(t_vip < started(svc, pro, j) for j in backlog)
+    assert started(svc, pro, blocker) < t_vip
+
+
+def test_cancel_a_queued_job_refunds_it(svc, db):
+    key = svc.keys["vip"]
+    blocker = svc.submit(key, seconds=30.0, stems=2, wait=False).json()["job_id"]
+    time.sleep(0.5)
+    before = used(svc, key)
+    queued = svc.submit(key, seconds=1.0, stems=2, wait=False).json()["job_id"]
+    assert used(svc, key) == before + 1
+    with svc.client(key) as c:
+        r = c.delete(f"/api/jobs/{queued}")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        is_problem(c.delete(f"/api/jobs/{queued}"), 409)
+        running = c.delete(f"/api/jobs/{blocker}")  # a running job is cancelled explicitly
+        assert running.json()["status"] == "cancelled"
+    assert used(svc, key) == before - 1  # both refunded
+
+
+def test_clean_and_enhance(svc):
+    key = svc.keys["pro"]
+    clean = svc.submit(key, seconds=3.0, task="clean").json()
+    assert clean["status"] == "done" and set(clean["stems"]) == {"speech", "noise"}
+    enhanced = svc.submit(key, seconds=6.0, task="enhance", debug=True).json()
+    assert enhanced["status"] == "done"
+    report = {s["name"]: s for s in enhanced["metadata"]["output"]["stems"]}["speech"]
+    assert abs(report["loudness_lufs"] - (-16.0)) < 0.5 and report["true_peak_dbtp"] <= -1.0
+    with svc.client(key) as c:
+        x, _ = sf.read(io.BytesIO(c.get(enhanced["stems"]["speech"]).content))
+    from models.loudness import LoudnessMeter
+    meter = LoudnessMeter(44100, true_peak=True)
+    meter.add(x.T)
+    assert abs(meter.integrated + 16.0) < 0.5 and 20 * np.log10(meter.true_peak) <= -1.0
+    is_problem(svc.submit(key, task="clean", stems=2), 422)
+
+
+def test_me_and_webhooks(svc):
+    from entitlements.stripe_webhooks import sign
+    with svc.client(svc.keys["pro"]) as c:
+        me = c.get("/api/me").json()
+        assert me["plan"] == "pro" and me["priority"] == "normal" and "audio_enhance" in me["capabilities"]
+        event = json.dumps({"id": "evt_it_1", "type": "invoice.paid", "created": 1, "data": {"object": {}}}).encode()
+        ok = c.post("/api/webhooks/stripe", content=event, headers={"Stripe-Signature": sign(event, STRIPE_SECRET)})
+        assert ok.status_code == 200 and ok.json()["outcome"].startswith("ignored")
+        bad = c.post("/api/webhooks/stripe", content=event, headers={"Stripe-Signature": sign(event, "whsec_x")})
+        is_problem(bad, 400)

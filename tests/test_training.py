@@ -1,0 +1,137 @@
+"""Corpus synthesis, the training loop and the evaluation metrics."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from models.training import corpus, metrics
+from models.training.synth.fluid import ToolMissing
+from models.training.train import TrainConfig, Trainer
+
+TINY = dict(dim=16, attn_dim=16, heads=2, groups=2, ffn_hidden=16, blocks=1, decoder_hidden=16)
+
+
+def tools_or_skip():
+    try:
+        corpus.check_tools()
+    except ToolMissing as e:
+        pytest.skip(f"synthesis tools missing ({e}); .ci/run installs them")
+
+
+def test_music_synthesis_is_deterministic_and_sums():
+    tools_or_skip()
+    from models.training.synth import music
+    a, b = music.render_clip(7, 4.0), music.render_clip(7, 4.0)
+    assert list(a) == ["vocals", "drums", "bass", "instruments", "fx"]
+    for name in a:
+        assert a[name].shape == (2, 4 * 44100) and a[name].dtype == np.float32
+        np.testing.assert_array_equal(a[name], b[name])
+        assert 20 * np.log10(np.abs(a[name]).max()) > -40, f"{name} is silent"
+    mix_peak = np.abs(sum(a.values())).max()
+    assert 10 ** (-4.1 / 20) <= mix_peak <= 10 ** (-0.9 / 20)
+    assert not np.array_equal(a["vocals"], music.render_clip(8, 4.0)["vocals"])
+
+
+def test_speech_synthesis_hits_the_requested_snr():
+    tools_or_skip()
+    from models.training.synth import speech
+    clip = speech.render_clip(3, 3.0, snr_db=0.0)
+    snr = 10 * np.log10(np.sum(clip["speech"].astype(np.float64) ** 2) / np.sum(clip["noise"].astype(np.float64) ** 2))
+    assert abs(snr) < 0.01
+    np.testing.assert_array_equal(clip["speech"], speech.render_clip(3, 3.0, snr_db=0.0)["speech"])
+
+
+def test_corpus_is_resumable(tmp_path):
+    tools_or_skip()
+    folder = corpus.synthesize(tmp_path, "music", "test", 2, 2.0, progress=False)
+    first = (folder / "00001" / "vocals.flac").stat().st_mtime_ns
+    corpus.synthesize(tmp_path, "music", "test", 3, 2.0, progress=False)
+    assert (folder / "00001" / "vocals.flac").stat().st_mtime_ns == first  # not rendered again
+    assert len(corpus.clips(folder)) == 3
+    assert json.loads((folder / "00002" / "meta.json").read_text())["seed"] == corpus.SEEDS["music"]["test"] + 2
+
+
+def toy_corpus(root, clips=30, seconds=2.0):
+    """Stems with distinct, learnable spectra, written in the corpus layout."""
+    rng = np.random.default_rng(0)
+    n = int(seconds * 44100)
+    t = np.arange(n) / 44100
+    folder = root / "music" / "train"
+    for i in range(clips):
+        f = rng.uniform(200, 400)
+        stems = {
+            "vocals": sum(np.sin(2 * np.pi * f * k * t) / k for k in range(1, 6)) * 0.1,
+            "drums": rng.standard_normal(n) * np.exp(-(t % 0.5) * 20) * 0.2,
+            "bass": np.sin(2 * np.pi * rng.uniform(40, 80) * t) * 0.2,
+            "instruments": np.sin(2 * np.pi * rng.uniform(500, 900) * t) * 0.1,
+            "fx": rng.standard_normal(n) * 0.01,
+        }
+        clip = folder / f"{i:05d}"
+        clip.mkdir(parents=True)
+        for name, x in stems.items():
+            sf.write(clip / f"{name}.flac", np.stack([x, x]).T, 44100, subtype="PCM_16")
+        (clip / "meta.json").write_text("{}")
+    return root
+
+
+def test_training_reduces_the_loss_and_resumes(tmp_path):
+    torch.set_num_threads(1)
+    data = toy_corpus(tmp_path / "corpus")
+    cfg = TrainConfig(variant="2stem", data=str(data), out=str(tmp_path / "run"), steps=50, batch=4,
+                      seconds=0.5, lr=3e-3, warmup=5, log_every=5, save_every=25, val_every=50, overrides=TINY)
+    trainer = Trainer(cfg)
+    losses = [trainer.train_step() for _ in range(50)]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 1.0, losses
+    trainer._save()
+    resumed = Trainer(cfg)
+    assert resumed.step == 50
+    sha = resumed.export(tmp_path / "tiny.pt")
+    from models.engine import SeparationEngine
+    engine = SeparationEngine("2stem", tmp_path / "tiny.pt", config_overrides=TINY)
+    assert engine.weights_sha256 == sha
+
+
+def test_metrics_on_constructed_cases():
+    rng = np.random.default_rng(0)
+    s = rng.standard_normal((2, 44100))
+    n = rng.standard_normal((2, 44100)) * 0.5
+    # mixture as estimate: SDR = 10·log10(|s|² / |n|²)
+    expected = 10 * np.log10(np.sum(s ** 2) / np.sum(n ** 2))
+    assert abs(metrics.usdr(s, s + n) - expected) < 1e-9
+    assert metrics.usdr(s, s) > 100
+    noisy = s + n
+    assert abs(metrics.si_sdr(s, 3 * noisy) - metrics.si_sdr(s, noisy)) < 1e-6  # scale-invariant
+    assert metrics.si_sdr(s, s) > 100
+    refs = np.stack([s, n])
+    bss = metrics.bss_sdr(refs, refs + 1e-4 * rng.standard_normal(refs.shape))
+    assert np.all(bss > 50)
+
+
+def test_oracle_mask_of_disjoint_sources_is_near_perfect():
+    t = np.arange(44100) / 44100
+    low = np.stack([np.sin(2 * np.pi * 100 * t)] * 2)
+    high = np.stack([np.sin(2 * np.pi * 5000 * t)] * 2)
+    est = metrics.oracle_irm(np.stack([low, high]), 4096, 1024, power=1)
+    assert metrics.usdr(low, est[0]) > 30 and metrics.usdr(high, est[1]) > 30
+
+
+def test_musdb_style_folder_maps_to_our_stems(tmp_path):
+    from models.training.dataset import Remixer, StemStore
+    rng = np.random.default_rng(1)
+    for track in ("a", "b"):
+        folder = tmp_path / "musdb" / track
+        folder.mkdir(parents=True)
+        for i, stem in enumerate(("vocals", "drums", "bass", "other")):
+            sf.write(folder / f"{stem}.wav", (rng.standard_normal((44100 * 2, 2)) * 0.04 * (i + 1)).astype(np.float32),
+                     44100, subtype="FLOAT")
+    store = StemStore.open(tmp_path / "musdb", corpus.STEMS["music"], musdb=True)
+    assert len(store) == 2 and store.stems == corpus.STEMS["music"]
+    stems = store.clip_stems(0)
+    assert np.abs(stems[4]).max() == 0  # fx: silent, MUSDB has none
+    ref = sf.read(tmp_path / "musdb" / "a" / "other.wav", dtype="float32")[0].T
+    np.testing.assert_allclose(stems[3], ref, atol=1 / 32767)  # other → instruments
+    mix, targets = Remixer(store, ("vocals", "instrumental"), 1.0, seed=0).example()
+    np.testing.assert_allclose(mix, targets.sum(0), atol=1e-6)
