@@ -36,6 +36,7 @@ from .jobs import ACTIVE, Job, JobStore, describe
 from .metrics import IngressMetrics
 from .openapi import openapi
 from .problems import DESCRIPTIONS, from_audio, from_entitlement, problem
+from .readiness import Readiness
 from .settings import Settings
 from .uploads import UploadError, read_upload
 
@@ -76,6 +77,7 @@ class Ingress:
         self.jobs = JobStore(self.db, self.s.results_dir)
         self.dispatcher = dispatcher
         self.metrics = IngressMetrics()
+        self.readiness = Readiness(serve.get_replica_context().app_name)
         self._detached: set[asyncio.Task] = set()
 
     def __serve_build_asgi_app__(self) -> Starlette:
@@ -89,6 +91,7 @@ class Ingress:
             Route("/api/openapi.json", lambda r: JSONResponse(openapi()), methods=["GET"]),
             Route("/problems/{slug}", self.problem_type, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
         ]
         return Starlette(routes=routes, exception_handlers={HTTPException: self._http_error,
                                                             Exception: self._internal_error})
@@ -128,6 +131,10 @@ class Ingress:
             return problem(422, "bad-request", "Unusable request", f"'stems' does not apply to {task}")
         else:
             variant = "speech"
+        model = "five_stem" if variant == "5stem" else "two_stem"
+        refused = await self._model_unavailable(model)
+        if refused is not None:
+            return refused
         try:
             info = await asyncio.to_thread(audio.probe, upload.data, self.s.max_input_seconds)
             # refuse from the header, before decoding; the consume below checks again, atomically
@@ -152,7 +159,7 @@ class Ingress:
             if job is not None:
                 return self._job_response(request, job, opts.debug, headers | {"Idempotent-Replayed": "true"})
         job = Job(id=uuid.uuid4().hex, user_id=decision.user_id, task=task, variant=variant,
-                  model="five_stem" if variant == "5stem" else "two_stem", plan=decision.plan,
+                  model=model, plan=decision.plan,
                   priority=decision.priority, input_seconds=duration, format=opts.format,
                   normalize=opts.normalize, usage_event_id=decision.event_id, random_weights=self.s.random_weights,
                   entitlement={k: v for k, v in decision.to_dict().items()
@@ -282,3 +289,25 @@ class Ingress:
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """200 once every model deployment can take jobs; 503 naming the ones that cannot."""
+        states = await asyncio.to_thread(self.readiness.states)
+        ready = all(s.serving for s in states.values())
+        body = {"status": "ready" if ready else "not_ready",
+                "models": {m: {"deployment": s.deployment, "status": s.status} for m, s in states.items()}}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def _model_unavailable(self, model: str) -> Response | None:
+        """A 503 (nothing charged) when the model's deployment cannot run jobs at all."""
+        try:
+            state_ = (await asyncio.to_thread(self.readiness.states))[model]
+        except Exception:  # the controller did not answer: let the job queue, as before
+            log.exception("could not read the deployments' status")
+            return None
+        if state_.serving:
+            return None
+        log.error("refusing %s jobs: %s is %s: %s", model, state_.deployment, state_.status, state_.message[:500])
+        return problem(503, "unavailable", "Model unavailable",
+                       f"the {state_.deployment} model deployment is {state_.status}; nothing was charged",
+                       {"Retry-After": str(self.s.retry_after_s)})

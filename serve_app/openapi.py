@@ -72,6 +72,9 @@ def openapi() -> dict:
                                               "responses": {"200": {"description": "processed or duplicate"},
                                                             "400": PROBLEM}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {"get": {"summary": "Readiness: every model deployment can take jobs",
+                                "responses": {"200": {"description": "ready"},
+                                              "503": {"description": "a model deployment is not serving"}}}},
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

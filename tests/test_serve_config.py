@@ -36,8 +36,10 @@ def test_serve_run_config(tmp_path):
         deadline, healthy = time.monotonic() + 240, False
         while time.monotonic() < deadline and proc.poll() is None and not healthy:
             try:
-                healthy = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+                healthy = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
             except httpx.HTTPError:
+                pass
+            if not healthy:
                 time.sleep(1)
         assert healthy, (tmp_path / "serve.log").read_text()[-3000:]
         keys = json.loads((tmp_path / "data" / "demo-keys.json").read_text())

@@ -61,6 +61,9 @@ def is_problem(r, status):
 def test_health_and_openapi(svc):
     with svc.client() as c:
         assert c.get("/healthz").json() == {"status": "ok"}
+        ready = c.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert {m["status"] for m in ready.json()["models"].values()} == {"HEALTHY"}
         spec = c.get("/api/openapi.json").json()
         assert "/api/audio/separate" in spec["paths"] and spec["openapi"].startswith("3.")
         assert "description" in c.get("/problems/quota-exceeded").json()
