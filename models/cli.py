@@ -63,7 +63,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(variant=args.variant, size=args.size, data=args.data, musdb=args.musdb,
                       out=args.out, steps=args.steps, batch=args.batch, seconds=args.seconds,
                       lr=args.lr, warmup=args.warmup, seed=args.seed, device=args.device,
-                      threads=args.threads, init=args.init, val_every=args.val_every)
+                      threads=args.threads, init=args.init, val_every=args.val_every, ema=args.ema,
+                      snapshot_every=args.snapshot_every)
     trainer = Trainer(cfg)
     trainer.run()
     if args.export:
@@ -130,11 +131,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights "
+                   "(its horizon, 1/(1-ema) steps, should be well under the run's length)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int)
     p.add_argument("--init", help="start from this checkpoint's matching tensors")
     p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--snapshot-every", type=int, default=0,
+                   help="also export the EMA weights every N steps to <out>/ema-<step>.pt")
     p.add_argument("--export", help="write the EMA weights as a shipping checkpoint when done")
     p.set_defaults(func=_train)
 

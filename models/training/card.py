@@ -32,7 +32,8 @@ def write_card(checkpoint: Path, report: dict, command: str, notes: str = "") ->
         f"- Data: {t.get('data')}; {t.get('clips')} clips, {t.get('validation')}",
         f"- Steps: {t.get('steps')}, batch {t.get('config', {}).get('batch')} × {t.get('config', {}).get('seconds')} s, "
         f"AdamW lr {t.get('config', {}).get('lr')} (warm-up {t.get('config', {}).get('warmup')}, stable, "
-        f"linear decay over the last 20 %), EMA 0.999, gradient clip 5",
+        f"linear decay over the last 20 %), EMA {t.get('config', {}).get('ema')}, "
+        f"gradient clip {t.get('config', {}).get('clip_grad')}",
         f"- Seed: {t.get('config', {}).get('seed')}",
         f"- Device: {t.get('device')} ({t.get('torch_threads')} torch thread(s)); wall time {t.get('wall_hours')} h "
         f"of training steps",

@@ -51,6 +51,7 @@ class TrainConfig:
     log_every: int = 20
     save_every: int = 200
     val_every: int = 1000
+    snapshot_every: int = 0  # also export the EMA weights to <out>/ema-<step>.pt (a learning curve)
     init: str | None = None  # start from a checkpoint (its backbone; decoders are re-made if stems differ)
     overrides: dict = field(default_factory=dict)  # network fields, for tiny test configs
 
@@ -213,6 +214,8 @@ class Trainer:
                 print(json.dumps(entry), flush=True)
             if self.step % cfg.save_every == 0:
                 self._save()
+            if cfg.snapshot_every and self.step % cfg.snapshot_every == 0 and self.step < cfg.steps:
+                self.export(self.dir / f"ema-{self.step}.pt")
         self._save()
         log.close()
 
