@@ -86,7 +86,8 @@ def _eval(args: argparse.Namespace) -> int:
         evaluate.write(report, Path(args.out))
     if args.card:
         from .training.card import write_card
-        print(f"card: {write_card(Path(args.checkpoint), report, 'locoserve ' + ' '.join(sys.argv[1:]))}")
+        command = "locoserve " + " ".join(a if " " not in a else repr(a) for a in sys.argv[1:])
+        print(f"card: {write_card(Path(args.checkpoint), report, command, args.card_note or '')}")
     return 0
 
 
@@ -152,6 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--out", help="write <out>.md and <out>.json")
     p.add_argument("--card", action="store_true", help="write the checkpoint's card next to it")
+    p.add_argument("--card-note", help="a paragraph for the card (how the run was made, what it shared)")
     p.set_defaults(func=_eval)
 
 
