@@ -12,6 +12,8 @@ PostgreSQL re-evaluates on the committed row after a concurrent update.
 Schema: SQLModel metadata creates missing tables; `schema_info.version` records the layout.
 A database written by another version is refused with a clear message rather than used
 half-compatible (see the README: there is one version so far, so there are no migrations).
+A nullable column added to a table within a version is added to an existing database in
+place (`ALTER TABLE … ADD COLUMN`): older code ignores it, so it needs no new version.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, select
 
@@ -66,9 +69,36 @@ def make_engine(url: str | None = None, pool_size: int = 10) -> Engine:
     return create_engine(url, pool_size=pool_size, max_overflow=2 * pool_size, pool_pre_ping=True)
 
 
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add the nullable columns that the metadata has and an existing table lacks."""
+    added = []
+    have = inspect(engine)
+    for table in SQLModel.metadata.sorted_tables:
+        if not have.has_table(table.name):
+            continue
+        present = {c["name"] for c in have.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable or column.primary_key:
+                raise SchemaMismatch(f"table {table.name} lacks the required column {column.name}; "
+                                     f"back the database up and follow the upgrade notes in the README")
+            ddl = (f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+                   f"{column.type.compile(dialect=engine.dialect)}")
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(ddl)
+            except DBAPIError:  # another process added it first
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
+            added.append(f"{table.name}.{column.name}")
+    return added
+
+
 def init_db(engine: Engine) -> None:
-    """Create missing tables and check (or record) the schema version."""
+    """Create missing tables and columns and check (or record) the schema version."""
     SQLModel.metadata.create_all(engine)
+    add_missing_columns(engine)
     with Session(engine) as s, s.begin():
         info = s.exec(select(SchemaInfo)).first()
         if info is None:

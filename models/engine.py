@@ -26,7 +26,7 @@ from .checkpoint import CheckpointError, build_model, check_matches, default_che
 from .conditioning import StreamFilter, conditioner
 from .config import SAMPLE_RATE, load_config
 from .device import DeviceChoice, DeviceRequest, ExecutionMode, choose_device, is_device_fault
-from .stems import Format, Normalize, StemSink
+from .stems import Format, Normalize, StemSink, check_encoding
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,12 @@ class SeparationEngine:
         with torch.inference_mode():
             return self.model(x)[0].float().cpu().numpy()
 
-    def separate(self, source: Input, out_dir: str | Path, *, fmt: Format = "wav",
+    def separate(self, source: Input, out_dir: str | Path, *, fmt: Format = "wav", bitrate: int | None = None,
                  normalize: Normalize | None = None, progress: Progress | None = None,
                  max_seconds: float = audio.MAX_SECONDS, extra_filters: ExtraFilters | None = None,
                  stems_normalize: dict[str, Normalize] | None = None) -> SeparationResult:
         """Separate `source` (a path, bytes, or a (2, n) float32 44.1 kHz array) into `out_dir`."""
+        bitrate = check_encoding(fmt, bitrate)  # before any work: a bad option is the caller's
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         info = None
@@ -132,7 +133,7 @@ class SeparationEngine:
             info = audio.probe(source, max_seconds)
             expected = info.output_frames
             blocks = lambda: audio.iter_decode(source, max_seconds)  # noqa: E731
-        job = dict(out_dir=out_dir, fmt=fmt, normalize=normalize, progress=progress,
+        job = dict(out_dir=out_dir, fmt=fmt, bitrate=bitrate, normalize=normalize, progress=progress,
                    extra_filters=extra_filters, stems_normalize=stems_normalize)
         started = time.perf_counter()
         ran = self.choice
@@ -164,7 +165,7 @@ class SeparationEngine:
             "input": {"duration_s": round(duration, 3), "frames": frames,
                       **({"format": info.format, "subtype": info.subtype, "sample_rate": info.sample_rate,
                           "channels": info.channels} if info else {"format": "array"})},
-            "output": {"format": fmt, "normalize": normalize, "stems": [r.to_dict() for r in reports]},
+            "output": {"format": fmt, "bitrate_kbps": bitrate, "normalize": normalize, "stems": [r.to_dict() for r in reports]},
             "timings": {**{k: round(v, 4) for k, v in timings.items()}, "total_s": round(total, 4),
                         "seconds_per_audio_minute": round(total / duration * 60, 3) if duration else None},
         }
@@ -181,14 +182,14 @@ class SeparationEngine:
             self.choice = DeviceChoice(torch.device("cpu"), True, f"{self.choice.device} failed: {type(e).__name__}: {e}")
 
     def _run(self, blocks: Iterable[np.ndarray], expected: int, *, out_dir: Path, fmt: Format,
-             normalize: Normalize | None, progress: Progress | None, extra_filters: ExtraFilters | None,
+             bitrate: int | None, normalize: Normalize | None, progress: Progress | None, extra_filters: ExtraFilters | None,
              stems_normalize: dict[str, Normalize] | None) -> dict:
         sinks = []
         for stem in self.stems:
             filters = [f for f in [conditioner(stem, SAMPLE_RATE)] if f]
             filters += extra_filters(stem) if extra_filters else []
             sinks.append(StemSink(stem, out_dir / f"{stem}.{fmt}", fmt, SAMPLE_RATE, filters,
-                                  (stems_normalize or {}).get(stem, normalize)))
+                                  (stems_normalize or {}).get(stem, normalize), bitrate))
         model_s = 0.0
 
         def model(chunk: np.ndarray) -> np.ndarray:

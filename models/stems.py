@@ -5,8 +5,16 @@ With normalization the conditioned stem is first streamed to a float32 temporary
 a meter listens; the gain is then known and a second streaming pass writes the final file.
 Normalization is therefore applied after inference only, on the finished stem.
 
-Encodings: `wav` is 32-bit float (lossless, no clipping for stems that exceed full scale);
-`flac` is 24-bit PCM, where samples beyond ±1 are clipped and counted.
+Encodings (all through libsndfile, which links LAME and libopus):
+- `wav`: 32-bit float (lossless, no clipping for stems that exceed full scale);
+- `flac`: 24-bit PCM, where samples beyond ±1 are clipped and counted;
+- `mp3`: MPEG-1 Layer III at a constant bitrate (default 320 kbps), 44.1 kHz, gapless
+  (the LAME header records the encoder delay and padding, so it decodes to the input's length);
+- `opus`: Ogg Opus (default 160 kbps). Opus codes only at 48 kHz, so the stem is resampled to
+  48 kHz on the way in (streamed, with the decoder's polyphase resampler): it decodes to
+  48 kHz, as every Opus file does, with the input's duration. Both lossy codecs take float
+  samples: levels above full scale are carried, not clipped, as in float WAV (a player that
+  decodes to 16-bit clips them).
 """
 
 from __future__ import annotations
@@ -19,13 +27,22 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 
+from .audio import StreamingResampler
 from .conditioning import StreamFilter
 from .loudness import LoudnessMeter, db_to_gain, gain_to_db
 from .mastering import TARGET_LUFS, TruePeakLimiter
 
-Format = Literal["wav", "flac"]
+Format = Literal["wav", "flac", "mp3", "opus"]
 Normalize = Literal["peak", "loudness", "master"]
-SUBTYPES = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
+SUBTYPES = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24"),
+            "mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
+FORMATS: tuple[str, ...] = tuple(SUBTYPES)
+MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "opus": "audio/ogg"}
+CLIPPING = ("flac",)  # formats whose integer samples clip beyond ±1
+DEFAULT_BITRATE = {"mp3": 320, "opus": 160}  # kbps
+MP3_BITRATES = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)  # MPEG-1 Layer III
+OPUS_BITRATES = (12, 512)  # kbps for a stereo stream: libopus's 6–256 kbps per channel
+OPUS_RATE = 48000
 PEAK_TARGET_DB = -1.0
 LOUDNESS_TARGET_LUFS = -14.0
 READ_BLOCK = 1 << 18
@@ -50,9 +67,90 @@ class StemReport:
                 "true_peak_dbtp": self.true_peak_dbtp}
 
 
-def _open_writer(path: Path, fmt: str, sample_rate: int) -> sf.SoundFile:
-    container, subtype = SUBTYPES[fmt]
-    return sf.SoundFile(path, "w", sample_rate, 2, subtype=subtype, format=container)
+class EncodingError(ValueError):
+    """An output format or bitrate we cannot write; the message is for people."""
+
+
+def check_encoding(fmt: str, bitrate: int | None = None) -> int | None:
+    """Validate a format and bitrate; return the bitrate to use (kbps; None for lossless)."""
+    if fmt not in SUBTYPES:
+        raise EncodingError(f"unknown format {fmt!r}; use {', '.join(FORMATS)}")
+    if fmt not in DEFAULT_BITRATE:
+        if bitrate is not None:
+            raise EncodingError(f"a bitrate applies to mp3 and opus only, not to lossless {fmt}")
+        return None
+    if bitrate is None:
+        return DEFAULT_BITRATE[fmt]
+    if fmt == "mp3" and bitrate not in MP3_BITRATES:
+        raise EncodingError(f"mp3 bitrate {bitrate} kbps is not an MPEG-1 Layer III rate; use one of "
+                            f"{', '.join(map(str, MP3_BITRATES))}")
+    if fmt == "opus" and not OPUS_BITRATES[0] <= bitrate <= OPUS_BITRATES[1]:
+        raise EncodingError(f"opus bitrate {bitrate} kbps is outside {OPUS_BITRATES[0]}–{OPUS_BITRATES[1]} kbps")
+    return bitrate
+
+
+def _compression_level(fmt: str, kbps: int) -> float:
+    """libsndfile sets lossy bitrates through a 'compression level' in [0, 1]; these invert its
+    mappings (mpeg_l3_encoder_set_quality: CBR kbps = 320 − level·288 at 32–48 kHz; ogg_opus:
+    bps per channel = 6000 + (1 − level)·250000). Half a unit of slack survives its truncation."""
+    if fmt == "mp3":
+        return min(1.0, max(0.0, (320 - kbps - 0.5) / 288))
+    per_channel = kbps * 1000 / 2
+    return min(1.0, max(0.0, 1 - (per_channel - 6000 + 0.5) / 250000))
+
+
+class StemWriter:
+    """One encoded stereo file, written block by block: (2, n) float32 at `sample_rate` in."""
+
+    def __init__(self, path: str | Path, fmt: str, sample_rate: int, bitrate: int | None = None):
+        self.fmt = fmt
+        self.bitrate = check_encoding(fmt, bitrate)
+        container, subtype = SUBTYPES[fmt]
+        rate, extra = sample_rate, {}
+        self._resampler = None
+        if fmt == "opus" and sample_rate != OPUS_RATE:
+            self._resampler = StreamingResampler(sample_rate, OPUS_RATE)
+            rate = OPUS_RATE
+        if self.bitrate is not None:
+            extra["compression_level"] = _compression_level(fmt, self.bitrate)
+            if fmt == "mp3":
+                extra["bitrate_mode"] = "CONSTANT"
+        self._file = sf.SoundFile(path, "w", rate, 2, subtype=subtype, format=container, **extra)
+
+    def write(self, block: np.ndarray) -> None:
+        if self._resampler is None:
+            self._file.write(block.T)
+            return
+        for y in self._resampler.process(block):
+            self._file.write(y.T)
+
+    def close(self, flush: bool = True) -> None:
+        if flush and self._resampler is not None and not self._file.closed:
+            for y in self._resampler.finish():
+                self._file.write(y.T)
+        self._file.close()
+
+    def __enter__(self) -> "StemWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def transcode(src: str | Path, dst: str | Path, fmt: str, bitrate: int | None = None) -> int:
+    """Re-encode a finished stem file (e.g. a small preview), streamed; returns frames written."""
+    frames = 0
+    with sf.SoundFile(src) as f:
+        if f.channels != 2:
+            raise EncodingError(f"{src}: expected a stereo stem, found {f.channels} channels")
+        with StemWriter(dst, fmt, f.samplerate, bitrate) as out:
+            while True:
+                block = f.read(READ_BLOCK, dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                out.write(np.ascontiguousarray(block.T))
+                frames += len(block)
+    return frames
 
 
 @dataclass
@@ -63,20 +161,20 @@ class StemSink:
     sample_rate: int
     filters: list[StreamFilter] = field(default_factory=list)
     normalize: Normalize | None = None
+    bitrate: int | None = None
 
     def __post_init__(self):
-        if self.fmt not in SUBTYPES:
-            raise ValueError(f"unknown format {self.fmt!r}; use {' or '.join(SUBTYPES)}")
+        self.bitrate = check_encoding(self.fmt, self.bitrate)
         self.report = StemReport(self.name, self.path)
         self._meter = LoudnessMeter(self.sample_rate) if self.normalize else None
         self._tmp = self.path.with_name(f".{self.path.name}.raw.wav") if self.normalize else None
-        self._out = (sf.SoundFile(self._tmp, "w", self.sample_rate, 2, subtype="FLOAT", format="WAV")
-                     if self.normalize else _open_writer(self.path, self.fmt, self.sample_rate))
+        self._out = (StemWriter(self._tmp, "wav", self.sample_rate) if self.normalize
+                     else StemWriter(self.path, self.fmt, self.sample_rate, self.bitrate))
 
-    def _encode(self, out: sf.SoundFile, block: np.ndarray) -> None:
-        if self.fmt != "wav":
+    def _encode(self, out: StemWriter, block: np.ndarray) -> None:
+        if self.fmt in CLIPPING:
             self.report.clipped_samples += int(np.count_nonzero(np.abs(block) > 1.0))
-        out.write(block.T)
+        out.write(block)
 
     def _emit(self, block: np.ndarray) -> None:
         for f in self.filters:
@@ -89,7 +187,7 @@ class StemSink:
         self.report.frames += block.shape[-1]
         if self._meter:
             self._meter.add(block)
-            self._out.write(block.T)
+            self._out.write(block)
         else:
             self._encode(self._out, block)
 
@@ -110,7 +208,7 @@ class StemSink:
         return self.report
 
     def abort(self) -> None:
-        self._out.close()
+        self._out.close(flush=False)
         for p in (self._tmp, self.path):
             if p is not None and p.exists():
                 os.unlink(p)
@@ -130,7 +228,7 @@ class StemSink:
         gain = self._gain()
         limiter = TruePeakLimiter(self.sample_rate) if self.normalize == "master" else None
         out_meter = LoudnessMeter(self.sample_rate, true_peak=True)
-        with sf.SoundFile(self._tmp) as raw, _open_writer(self.path, self.fmt, self.sample_rate) as out:
+        with sf.SoundFile(self._tmp) as raw, StemWriter(self.path, self.fmt, self.sample_rate, self.bitrate) as out:
             def emit(block: np.ndarray) -> None:
                 out_meter.add(block)
                 self._encode(out, block)

@@ -92,7 +92,8 @@ class ModelReplica:
         enhance = spec["task"] == "enhance"
         try:
             result = engine.separate(
-                audio, self.jobs.result_dir(job_id), fmt=spec["format"], normalize=spec["normalize"],
+                audio, self.jobs.result_dir(job_id), fmt=spec["format"], bitrate=spec.get("bitrate"),
+                normalize=spec["normalize"],
                 progress=progress, extra_filters=(lambda stem: [enhance_highpass(44100)] if stem == "speech" else [])
                 if enhance else None, stems_normalize={"speech": "master"} if enhance else None)
         except JobCancelled:

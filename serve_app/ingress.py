@@ -14,6 +14,7 @@ import hashlib
 import logging
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import ray
@@ -30,6 +31,8 @@ from entitlements import EntitlementError, Unauthorized, authorize_and_consume, 
 from entitlements.accounts import seed_demo_users
 from entitlements.stripe_webhooks import handle as handle_webhook
 from models import audio
+from models.naming import download_name, track_name
+from models.stems import MEDIA_TYPES
 
 from .dispatcher import Cancelled, Rejected
 from .jobs import ACTIVE, Job, JobStore, describe
@@ -43,7 +46,6 @@ from .uploads import UploadError, read_upload
 log = logging.getLogger("ray.serve")
 
 TASKS = {"separate": "stem_split", "clean": "audio_clean", "enhance": "audio_enhance"}
-MEDIA = {"wav": "audio/wav", "flac": "audio/flac"}
 
 
 def bearer(request: Request) -> str | None:
@@ -56,8 +58,15 @@ def root(request: Request) -> str:
     return request.scope.get("root_path", "").rstrip("/")
 
 
+def content_disposition(filename: str) -> str:
+    """Both forms of RFC 6266: an ASCII `filename=` for clients that read only that (curl -OJ),
+    and RFC 5987's UTF-8 `filename*=`, which browsers prefer. The name is already sanitized."""
+    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+
 def fingerprint(task: str, variant: str, options, data: bytes) -> str:
-    h = hashlib.sha256(f"{task}|{variant}|{options.format}|{options.normalize}|".encode())
+    h = hashlib.sha256(f"{task}|{variant}|{options.format}|{options.bitrate}|{options.normalize}|".encode())
     h.update(hashlib.sha256(data).digest())
     return h.hexdigest()
 
@@ -161,13 +170,15 @@ class Ingress:
         job = Job(id=uuid.uuid4().hex, user_id=decision.user_id, task=task, variant=variant,
                   model=model, plan=decision.plan,
                   priority=decision.priority, input_seconds=duration, format=opts.format,
+                  bitrate=opts.bitrate, source_name=track_name(upload.filename, fallback="") or None,
                   normalize=opts.normalize, usage_event_id=decision.event_id, random_weights=self.s.random_weights,
                   entitlement={k: v for k, v in decision.to_dict().items()
                                if k in ("capability", "source", "limit", "used", "remaining", "reset_at",
                                         "credits_remaining")})
         await asyncio.to_thread(self.jobs.create, job)
         spec = {"job_id": job.id, "task": task, "variant": variant, "model": job.model, "priority": job.priority,
-                "format": opts.format, "normalize": opts.normalize, "usage_event_id": decision.event_id}
+                "format": opts.format, "bitrate": opts.bitrate, "normalize": opts.normalize,
+                "usage_event_id": decision.event_id}
         ref = await asyncio.to_thread(ray.put, np.ascontiguousarray(samples))  # a copy: keep the loop free
         del samples
         call = self.dispatcher.submit.remote(spec, [ref])  # nested: the dispatcher never resolves it
@@ -260,7 +271,8 @@ class Ingress:
         path = self.jobs.result_dir(job.id) / f"{name}.{ext}"
         if job.status != "done" or name not in (job.stems or []) or ext != job.format or not path.is_file():
             raise HTTPException(404, "no such stem (or its retention period has passed)")
-        return FileResponse(path, media_type=MEDIA[ext], filename=f"{job.id}-{name}.{ext}")
+        return FileResponse(path, media_type=MEDIA_TYPES[ext], headers={
+            "Content-Disposition": content_disposition(download_name(job.source_name or job.id, name, ext))})
 
     # -- account, billing, health -------------------------------------------------------------
     async def me(self, request: Request) -> Response:

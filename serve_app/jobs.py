@@ -40,6 +40,8 @@ class Job(SQLModel, table=True):
     progress: float = 0.0
     input_seconds: float
     format: str = "wav"
+    bitrate: Optional[int] = None  # kbps, lossy formats only
+    source_name: Optional[str] = None  # the upload's file name without extension, sanitized
     normalize: Optional[str] = None
     usage_event_id: str = Field(index=True)
     entitlement: Optional[dict] = Field(default=None, sa_column=Column(JSON))
@@ -138,7 +140,8 @@ def describe(job: Job, base: str = "") -> dict:
         "job_id": job.id, "status": job.status, "task": job.task, "variant": job.variant, "plan": job.plan,
         "progress": job.progress, "device": job.device, "fallback": job.fallback,
         "fallback_reason": job.fallback_reason, "duration_s": round(job.input_seconds, 3),
-        "format": job.format, "normalize": job.normalize, "stems": stems,
+        "source_name": job.source_name, "format": job.format, "bitrate_kbps": job.bitrate,
+        "normalize": job.normalize, "stems": stems,
         "entitlement": job.entitlement, "error": job.error,
         "created_at": iso(job.created_at), "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
         "timings": {"queued_s": round(queued_s, 3) if queued_s is not None else None,

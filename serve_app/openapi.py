@@ -14,7 +14,10 @@ AUTH = [{"bearer": []}]
 def _job_request(task: str, summary: str) -> dict:
     props = {
         "audio": {"type": "string", "format": "binary", "description": "WAV, FLAC, OGG/Vorbis, Opus or MP3"},
-        "format": {"type": "string", "enum": ["wav", "flac"], "default": "wav"},
+        "format": {"type": "string", "enum": ["wav", "flac", "mp3", "opus"], "default": "wav",
+                   "description": "wav 32-bit float, flac 24-bit, mp3 CBR 44.1 kHz, opus (Ogg, 48 kHz)"},
+        "bitrate": {"type": "integer", "description": "kbps, mp3 (an MPEG-1 Layer III rate, 32-320; default 320) "
+                                                      "and opus (12-512; default 160) only"},
         "normalize": {"type": "string", "enum": ["peak", "loudness"],
                       "description": "per-stem normalization after inference (true = peak)"},
         "debug": {"type": "boolean", "default": False,
@@ -64,8 +67,10 @@ def openapi() -> dict:
                 "get": {"summary": "Download a stem, e.g. vocals.wav", "security": AUTH,
                         "parameters": job_id + [{"name": "filename", "in": "path", "required": True,
                                                  "schema": {"type": "string"}}],
-                        "responses": {"200": {"description": "the audio file",
-                                              "content": {"audio/wav": {}, "audio/flac": {}}}, "404": PROBLEM}}},
+                        "responses": {"200": {"description": "the audio file, saved as '{song name}-{stem}.{ext}' "
+                                                             "(Content-Disposition)",
+                                              "content": {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {},
+                                                          "audio/ogg": {}}}, "404": PROBLEM}}},
             "/api/me": {"get": {"summary": "Plan, capabilities, remaining quotas and credits", "security": AUTH,
                                 "responses": {"200": {"description": "entitlement state"}, "401": PROBLEM}}},
             "/api/webhooks/stripe": {"post": {"summary": "Stripe events (Stripe-Signature verified)",
@@ -89,6 +94,8 @@ def openapi() -> dict:
                     "progress": {"type": "number"}, "queue_position": {"type": ["integer", "null"]},
                     "device": {"type": ["string", "null"]}, "fallback": {"type": "boolean"},
                     "fallback_reason": {"type": ["string", "null"]}, "duration_s": {"type": "number"},
+                    "source_name": {"type": ["string", "null"], "description": "the upload's file name, sanitized"},
+                    "format": {"type": "string"}, "bitrate_kbps": {"type": ["integer", "null"]},
                     "stems": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
                     "entitlement": {"type": "object"}, "error": {"type": ["string", "null"]},
                     "metadata": {"type": "object", "description": "engine metadata (debug only)"}}},

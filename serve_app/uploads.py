@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
+
+from models.stems import EncodingError, check_encoding
 
 
 class UploadError(Exception):
@@ -28,7 +30,8 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stems: int | None = None
-    format: Literal["wav", "flac"] = "wav"
+    format: Literal["wav", "flac", "mp3", "opus"] = "wav"
+    bitrate: int | None = None  # kbps, mp3 and opus only (default 320 and 160)
     normalize: Literal["peak", "loudness"] | None = None
     debug: bool = False
     wait: bool = True
@@ -39,6 +42,14 @@ class JobOptions(BaseModel):
         if v is not None and v not in (2, 5):
             raise ValueError("stems must be 2 or 5")
         return v
+
+    @model_validator(mode="after")
+    def _bitrate(self):
+        try:
+            self.bitrate = check_encoding(self.format, self.bitrate)
+        except EncodingError as e:
+            raise ValueError(str(e)) from None
+        return self
 
     @field_validator("normalize", mode="before")
     @classmethod

@@ -52,8 +52,8 @@ class Service:
         return httpx.Client(base_url=self.url + prefix, headers=headers, timeout=120)
 
     def submit(self, key: str, seconds: float = 2.0, task: str = "separate", prefix: str = "", data=None,
-               headers: dict | None = None, **fields) -> httpx.Response:
-        files = {"audio": ("in.wav", data if data is not None else wav_bytes(seconds), "audio/wav")}
+               headers: dict | None = None, filename: str = "in.wav", **fields) -> httpx.Response:
+        files = {"audio": (filename, data if data is not None else wav_bytes(seconds), "audio/wav")}
         form = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()}
         with self.client(key, prefix) as c:
             return c.post(f"/api/audio/{task}", files=files, data=form, headers=headers or {})

@@ -87,6 +87,37 @@ def test_free_caller_gets_two_stems_on_cpu(svc):
     assert sr == 44100 and x.shape == (3 * 44100, 2)
 
 
+def test_lossy_stems_named_after_the_song(svc):
+    key = svc.keys["pro"]
+    job = svc.submit(key, seconds=2.0, stems=2, format="mp3", bitrate=192, filename="Mÿ Song: demo.wav").json()
+    assert job["status"] == "done" and job["format"] == "mp3" and job["bitrate_kbps"] == 192
+    assert job["source_name"] == "Mÿ Song_ demo"
+    opus = svc.submit(key, seconds=1.5, stems=2, format="opus", filename="take 2.flac").json()
+    assert opus["bitrate_kbps"] == 160  # the default
+    with svc.client(key) as c:
+        mp3 = c.get(job["stems"]["vocals"])
+        ogg = c.get(opus["stems"]["instrumental"])
+    assert mp3.headers["content-type"] == "audio/mpeg"
+    # RFC 6266: an ASCII fallback for curl -OJ, and the UTF-8 name (RFC 5987) for browsers
+    assert mp3.headers["content-disposition"] == (
+        "attachment; filename=\"M_ Song_ demo-vocals.mp3\"; filename*=UTF-8''M%C3%BF%20Song_%20demo-vocals.mp3")
+    x, sr = sf.read(io.BytesIO(mp3.content))
+    assert sr == 44100 and x.shape == (2 * 44100, 2)
+    assert 150 < len(mp3.content) * 8 / 2.0 / 1000 < 230
+    assert ogg.headers["content-type"] == "audio/ogg"
+    assert ogg.headers["content-disposition"].startswith('attachment; filename="take 2-instrumental.opus";')
+    y, sr = sf.read(io.BytesIO(ogg.content))
+    assert sr == 48000 and y.shape == (round(1.5 * 48000), 2)
+
+
+def test_bad_bitrates_are_refused_and_cost_nothing(svc):
+    key = svc.keys["vip"]
+    before = used(svc, key)
+    assert "lossless" in is_problem(svc.submit(key, format="wav", bitrate=320), 422)["detail"]
+    assert "MPEG-1 Layer III" in is_problem(svc.submit(key, format="mp3", bitrate=100), 422)["detail"]
+    assert used(svc, key) == before
+
+
 def test_pro_caller_gets_five_stems_and_the_fallback_is_reported(svc):
     job = svc.submit(svc.keys["pro"], seconds=2.0).json()
     assert job["status"] == "done" and job["variant"] == "5stem"  # the plan's default
