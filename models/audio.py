@@ -1,4 +1,6 @@
-"""Audio in: any soundfile-readable input → 44.1 kHz float32 stereo, never normalized.
+"""Audio in: WAV, FLAC, OGG/Vorbis, Opus and MP3 through libsndfile (soundfile); whatever it
+cannot read (AAC/M4A, ALAC, WMA, a video's soundtrack, …) through FFmpeg (PyAV, `av_decode`);
+→ 44.1 kHz float32 stereo, never normalized.
 
 Decoding streams: blocks are read, checked, down-mixed and resampled one at a time, so a
 long file never has to sit in memory whole (`iter_decode`); `decode` joins the blocks for
@@ -50,7 +52,8 @@ class AudioInfo:
     subtype: str
     sample_rate: int
     channels: int
-    frames: int  # as declared by the container
+    frames: int  # as declared by the container (0: not declared, for some FFmpeg inputs)
+    exact: bool = True  # False where the declared length is only an estimate (raw AAC, …)
 
     @property
     def duration(self) -> float:
@@ -62,22 +65,97 @@ class AudioInfo:
         return math.ceil(self.frames * Fraction(SAMPLE_RATE, self.sample_rate))
 
 
-def _open(source: Source) -> sf.SoundFile:
+class _SndReader:
+    """libsndfile: exact lengths, and the formats it reads it reads without FFmpeg."""
+
+    slack = 2 * 1152  # frames a declared length may exceed the decoded one (MP3 delay and padding)
+
+    def __init__(self, f: sf.SoundFile):
+        self._f = f
+        self.info = AudioInfo(f.format, f.subtype, f.samplerate, f.channels, f.frames)
+
+    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        decoded = 0
+        while True:
+            try:
+                block = self._f.read(block_frames, dtype="float32", always_2d=True)
+            except sf.LibsndfileError as e:
+                raise AudioError("corrupt", f"the audio stream is corrupt or truncated "
+                                            f"after {decoded / self.info.sample_rate:.1f} s") from e
+            if block.shape[0] == 0:
+                return
+            decoded += block.shape[0]
+            yield block
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _AvReader:
+    """FFmpeg through PyAV, for the containers and codecs libsndfile lacks."""
+
+    def __init__(self, stream):
+        self._s = stream
+        h = stream.header
+        self.info = AudioInfo(h.format, h.subtype, h.sample_rate, h.channels, h.frames, h.exact and h.frames > 0)
+        # lossy codecs' priming and padding, and encoders that drop a partial last frame
+        self.slack = max(2 * 1152, h.sample_rate // 10)
+
+    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        return self._s.blocks(block_frames)
+
+    def close(self) -> None:
+        self._s.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+SUPPORTED = "WAV, FLAC, OGG/Vorbis, Opus, MP3, AAC/M4A, ALAC, WMA, or a video with sound"
+
+
+def _open(source: Source) -> _SndReader | _AvReader:
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise AudioError("empty", "the upload is empty (0 bytes)")
         source = io.BytesIO(bytes(source))
-    elif isinstance(source, (str, os.PathLike)) and Path(source).stat().st_size == 0:
-        raise AudioError("empty", "the file is empty (0 bytes)")
+    elif isinstance(source, (str, os.PathLike)):
+        try:
+            size = Path(source).stat().st_size
+        except FileNotFoundError:
+            raise AudioError("not_found", "no such file") from None
+        except OSError as e:
+            raise AudioError("unreadable", f"the file cannot be read: {e.strerror or e}") from None
+        if Path(source).is_dir():
+            raise AudioError("unreadable", "a folder, not a file")
+        if size == 0:
+            raise AudioError("empty", "the file is empty (0 bytes)")
     try:
-        return sf.SoundFile(source)
+        return _SndReader(sf.SoundFile(source))
     except sf.LibsndfileError as e:
         rate = _wav_header_rate(source)
         if rate is not None and not MIN_RATE <= rate <= MAX_RATE:
             raise AudioError("bad_sample_rate", f"the WAV header declares a sample rate of {rate} Hz") from e
-        raise AudioError(
-            "unsupported", "not a recognised audio file (WAV, FLAC, OGG/Vorbis, Opus or MP3 expected)"
-        ) from e
+        refused = e
+    except OSError as e:
+        raise AudioError("unreadable", f"the file cannot be read: {e.strerror or e}") from e
+    from . import av_decode  # FFmpeg only for what libsndfile cannot read
+
+    try:
+        return _AvReader(av_decode.open_stream(str(source) if isinstance(source, os.PathLike) else source))
+    except AudioError as e:
+        if e.code == "unsupported":
+            raise AudioError("unsupported", f"not a recognised audio file ({SUPPORTED} expected)") from refused
+        raise
 
 
 def _wav_header_rate(source) -> int | None:
@@ -133,14 +211,14 @@ def _check_container(info: AudioInfo, source: Source) -> None:
 
 def probe(source: Source, max_seconds: float = MAX_SECONDS) -> AudioInfo:
     """Read and sanity-check the header without decoding the audio."""
-    with _open(source) as f:
-        info = AudioInfo(f.format, f.subtype, f.samplerate, f.channels, f.frames)
+    with _open(source) as reader:
+        info = reader.info
     if not MIN_RATE <= info.sample_rate <= MAX_RATE:
         raise AudioError("bad_sample_rate", f"sample rate {info.sample_rate} Hz is outside "
                                             f"{MIN_RATE}–{MAX_RATE} Hz")
     if info.channels < 1:
         raise AudioError("no_channels", "the file declares no audio channels")
-    if info.frames <= 0:
+    if info.frames <= 0 and info.exact:
         raise AudioError("no_audio", "the file holds no audio frames")
     if info.duration > max_seconds:
         raise AudioError("too_long", f"the audio lasts {info.duration / 60:.1f} min, "
@@ -231,24 +309,22 @@ def iter_decode(source: Source, max_seconds: float = MAX_SECONDS,
         source.seek(0)
     resampler = StreamingResampler(info.sample_rate, step=block_frames)
     decoded = 0
-    with _open(source) as f:
-        while True:
-            try:
-                block = f.read(block_frames, dtype="float32", always_2d=True)
-            except sf.LibsndfileError as e:
-                raise AudioError("corrupt", f"the audio stream is corrupt or truncated "
-                                            f"after {decoded / info.sample_rate:.1f} s") from e
-            if block.shape[0] == 0:
-                break
+    ceiling = (max_seconds + 1) * info.sample_rate  # for lengths not declared, or declared wrong
+    with _open(source) as reader:
+        for block in reader.blocks(block_frames):
             if not np.isfinite(block).all():
                 raise AudioError("non_finite", "the audio contains NaN or infinite sample values")
             decoded += block.shape[0]
+            if decoded > ceiling:
+                raise AudioError("too_long", f"the audio lasts more than the {max_seconds / 60:.0f} min "
+                                             f"this service accepts")
             yield from resampler.process(downmix(block))
-    # MP3 and some others declare a length from their headers; a clear shortfall means truncation
-    # (a couple of codec frames of slack for encoder delay and padding).
+        slack = reader.slack
+    # most containers declare a length; a clear shortfall means truncation (a few codec
+    # frames of slack for encoder delay and padding)
     if decoded == 0:
         raise AudioError("no_audio", "the file holds no decodable audio frames")
-    if decoded < info.frames - 2 * 1152:
+    if info.exact and decoded < info.frames - slack:
         raise AudioError("truncated", f"the file is truncated: {decoded} of {info.frames} "
                                       f"declared frames could be decoded")
     yield from resampler.finish()

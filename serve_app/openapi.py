@@ -13,7 +13,8 @@ AUTH = [{"bearer": []}]
 
 def _job_request(task: str, summary: str) -> dict:
     props = {
-        "audio": {"type": "string", "format": "binary", "description": "WAV, FLAC, OGG/Vorbis, Opus or MP3"},
+        "audio": {"type": "string", "format": "binary", "description": "WAV, FLAC, OGG/Vorbis, Opus, MP3, AAC/M4A, ALAC, WMA, or a video "
+                                                                     "with sound (MP4, MOV, MKV/WebM, AVI)"},
         "format": {"type": "string", "enum": ["wav", "flac", "mp3", "opus"], "default": "wav",
                    "description": "wav 32-bit float, flac 24-bit, mp3 CBR 44.1 kHz, opus (Ogg, 48 kHz)"},
         "bitrate": {"type": "integer", "description": "kbps, mp3 (an MPEG-1 Layer III rate, 32-320; default 320) "

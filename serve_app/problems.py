@@ -22,8 +22,10 @@ DESCRIPTIONS = {
     "quota-exceeded": "Your plan's quota for this period is used up; see Retry-After and RateLimit.",
     "idempotency-key-reused": "This Idempotency-Key was already used with a different request.",
     "payload-too-large": "The upload exceeds the size limit.",
-    "unsupported-media-type": "Upload multipart/form-data with an 'audio' file in WAV, FLAC, OGG, Opus or MP3.",
-    "invalid-audio": "The audio could not be used: empty, truncated, corrupt or out of range.",
+    "unsupported-media-type": "Upload multipart/form-data with an 'audio' file: WAV, FLAC, OGG, Opus, MP3, "
+                              "AAC/M4A, ALAC, WMA, or a video with sound (MP4, MOV, MKV/WebM, AVI).",
+    "invalid-audio": "The audio could not be used: empty, truncated, corrupt, out of range, or a video "
+                     "without a sound track.",
     "not-found": "No such resource, or it is not yours.",
     "conflict": "The resource is not in a state that allows this.",
     "queue-full": "The service is at capacity for your priority level; retry after the indicated time.",

@@ -45,3 +45,37 @@ def encode(x: np.ndarray, sr: int, fmt: str) -> bytes:
 def write(path: Path, x: np.ndarray, sr: int = SR, subtype: str = "FLOAT") -> Path:
     sf.write(path, x, sr, subtype=subtype)
     return path
+
+
+def encode_av(x: np.ndarray, sr: int, container: str, codec: str | None, *, video: bool = False,
+              bitrate: int | None = None, path: Path | None = None, options: dict | None = None) -> bytes:
+    """(n, channels) float32 encoded with FFmpeg through PyAV: M4A (container 'ipod'), WMA
+    ('asf'), a video with a soundtrack (`video=True`) or without one (`codec=None`). Written
+    to `path` when given (MP4's faststart rewrites the file), else returned as bytes."""
+    import av
+
+    target = str(path) if path else io.BytesIO()
+    layout = {1: "mono", 2: "stereo", 6: "5.1"}[x.shape[1]]
+    with av.open(target, "w", format=container, options=options or {}) as out:
+        vs = out.add_stream("mpeg4", rate=10) if video else None  # every stream before the first packet
+        st = out.add_stream(codec, rate=sr, layout=layout) if codec else None
+        if vs is not None:
+            vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+            for _ in range(max(1, round(10 * x.shape[0] / sr))):
+                frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+                for packet in vs.encode(frame):
+                    out.mux(packet)
+            for packet in vs.encode():
+                out.mux(packet)
+        if st is not None:
+            if bitrate:
+                st.bit_rate = bitrate
+            for start in range(0, x.shape[0], 4096):
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[start:start + 4096].T, np.float32),
+                                                   format="fltp", layout=layout)
+                frame.sample_rate, frame.pts = sr, start
+                for packet in st.encode(frame):
+                    out.mux(packet)
+            for packet in st.encode():
+                out.mux(packet)
+    return path.read_bytes() if path else target.getvalue()

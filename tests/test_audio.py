@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from audio_fixtures import FORMATS, SR, encode, music_like, tone
+from audio_fixtures import FORMATS, SR, encode, encode_av, music_like, tone
 from models import audio
 
 
@@ -125,3 +125,103 @@ def test_plan_limit_is_checked_before_decoding():
     with pytest.raises(audio.AudioError) as info:
         audio.probe(data, max_seconds=1.0)
     assert info.value.code == "too_long"
+
+
+# -- what FFmpeg (PyAV) decodes: inputs made here, in the test, with PyAV's encoders ----------
+
+AV_FORMATS = {  # name: (container, codec, sample rate, bitrate, lossless)
+    "m4a-aac": ("ipod", "aac", SR, None, False),
+    "m4a-alac": ("ipod", "alac", SR, None, True),
+    "wma": ("asf", "wmav2", SR, 128000, False),
+    "adts-aac": ("adts", "aac", 48000, None, False),
+    "webm-opus": ("webm", "libopus", 48000, None, False),
+}
+
+
+@pytest.mark.parametrize("name", list(AV_FORMATS))
+def test_ffmpeg_formats_decode_to_44k1_stereo(name):
+    container, codec, rate, bitrate, lossless = AV_FORMATS[name]
+    x = music_like(3.0, rate)
+    data = encode_av(x, rate, container, codec, bitrate=bitrate)
+    info = audio.probe(data)
+    assert info.sample_rate == rate and info.channels == 2
+    y = audio.decode(data)
+    assert y.dtype == np.float32 and y.shape[0] == 2
+    assert abs(y.shape[1] - 3 * SR) < 0.1 * SR  # priming and padding of lossy codecs
+    if lossless:
+        assert info.format == "MP4" and info.subtype == "ALAC" and y.shape[1] == 3 * SR
+        np.testing.assert_allclose(y, x.T, atol=1e-4)
+    else:  # a lossy codec keeps the level
+        assert abs(20 * np.log10(np.sqrt(np.mean(y ** 2)) / np.sqrt(np.mean(x ** 2)))) < 1.0
+
+
+def test_a_videos_soundtrack(tmp_path):
+    x = music_like(2.0)
+    y = audio.decode(encode_av(x, SR, "mp4", "aac", video=True))
+    assert abs(y.shape[1] - 2 * SR) < 0.1 * SR
+
+
+def test_m4a_streams_in_blocks(tmp_path):
+    path = tmp_path / "song.m4a"
+    path.write_bytes(encode_av(music_like(5.0), SR, "ipod", "alac"))
+    blocks = list(audio.iter_decode(path, block_frames=20000))
+    assert len(blocks) > 5
+    np.testing.assert_array_equal(np.concatenate(blocks, axis=1), audio.decode(path))
+
+
+def test_the_extension_does_not_matter(tmp_path):
+    m4a = encode_av(music_like(1.0), SR, "ipod", "aac")
+    (tmp_path / "really-an-m4a.mp3").write_bytes(m4a)
+    assert audio.probe(tmp_path / "really-an-m4a.mp3").format == "MP4"
+    (tmp_path / "really-a-wav.m4a").write_bytes(encode(music_like(1.0), SR, "wav"))
+    assert audio.decode(tmp_path / "really-a-wav.m4a").shape == (2, SR)
+    (tmp_path / "text.m4a").write_bytes(b"not a song, whatever the name says\n" * 40)
+    with pytest.raises(audio.AudioError) as info:
+        audio.decode(tmp_path / "text.m4a")
+    assert info.value.code == "unsupported" and "AAC/M4A" in str(info.value)
+
+
+def test_video_without_audio():
+    err = _refused(encode_av(music_like(1.0), SR, "mp4", None, video=True), "no_audio_stream")
+    assert "no audio track" in str(err)
+
+
+def test_truncated_m4a_without_its_index():
+    data = encode_av(music_like(3.0), SR, "ipod", "aac")  # index (moov) at the end, as FFmpeg writes
+    assert "incomplete" in str(_refused(data[: len(data) // 2], "truncated"))
+
+
+@pytest.mark.parametrize("container,codec,bitrate", [("ipod", "aac", None), ("asf", "wmav2", 128000)])
+def test_truncated_audio_data(tmp_path, container, codec, bitrate):
+    options = {"movflags": "faststart"} if container == "ipod" else None  # index first: the audio is cut
+    data = encode_av(music_like(3.0), SR, container, codec, bitrate=bitrate,
+                     path=tmp_path / f"x.{container}", options=options)
+    with pytest.raises(audio.AudioError) as info:
+        audio.decode(data[: len(data) // 2])
+    assert info.value.code in ("truncated", "corrupt")
+
+
+def test_m4a_plan_limit_is_checked_before_decoding():
+    data = encode_av(music_like(2.0), SR, "ipod", "aac")
+    with pytest.raises(audio.AudioError) as info:
+        audio.probe(data, max_seconds=1.0)
+    assert info.value.code == "too_long"
+
+
+def test_playlists_that_name_other_files_are_refused(tmp_path):
+    (tmp_path / "secret.wav").write_bytes(encode(music_like(1.0), SR, "wav"))
+    for playlist in (b"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:1,\nsecret.wav\n#EXT-X-ENDLIST\n",
+                     b"ffconcat version 1.0\nfile secret.wav\n"):
+        (tmp_path / "list.m3u8").write_bytes(playlist)
+        with pytest.raises(audio.AudioError) as info:
+            audio.decode(tmp_path / "list.m3u8")
+        assert info.value.code == "unsupported"
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(audio.AudioError) as info:
+        audio.probe(tmp_path / "nope.m4a")
+    assert info.value.code == "not_found"
+    with pytest.raises(audio.AudioError) as info:
+        audio.probe(tmp_path)
+    assert info.value.code == "unreadable"

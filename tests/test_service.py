@@ -110,6 +110,21 @@ def test_lossy_stems_named_after_the_song(svc):
     assert sr == 48000 and y.shape == (round(1.5 * 48000), 2)
 
 
+def test_m4a_and_video_uploads(svc):
+    from audio_fixtures import encode_av, music_like
+
+    key = svc.keys["vip"]
+    job = svc.submit(key, data=encode_av(music_like(2.0), 44100, "ipod", "aac"), filename="iPhone memo.m4a",
+                     stems=2).json()
+    assert job["status"] == "done" and abs(job["duration_s"] - 2.0) < 0.1 and job["source_name"] == "iPhone memo"
+    before = used(svc, key)
+    silent = encode_av(music_like(1.0), 44100, "mp4", None, video=True)
+    assert is_problem(svc.submit(key, data=silent, filename="clip.mp4"), 422)["code"] == "no_audio_stream"
+    m4a = encode_av(music_like(2.0), 44100, "ipod", "aac")
+    assert is_problem(svc.submit(key, data=m4a[: len(m4a) // 2]), 422)["code"] == "truncated"
+    assert used(svc, key) == before
+
+
 def test_bad_bitrates_are_refused_and_cost_nothing(svc):
     key = svc.keys["vip"]
     before = used(svc, key)
