@@ -46,11 +46,12 @@ def _synth(args: argparse.Namespace) -> int:
     kinds = ["music", "speech"] if args.kind == "all" else [args.kind]
     try:
         for kind in kinds:
-            seconds = args.seconds or (10.0 if kind == "music" else 8.0)
-            corpus.synthesize(args.out, kind, "train", args.train, seconds)
+            seconds = args.seconds or (10.0 if kind == "music" else 6.0)
             test_seconds = args.test_seconds or (20.0 if kind == "music" else 10.0)
-            corpus.synthesize(args.out, kind, "test", args.test, test_seconds,
-                              snr_db=0.0 if kind == "speech" else None)
+            for split, count, length in (("train", args.train, seconds), ("test", args.test, test_seconds),
+                                         ("test-real", args.test_real, test_seconds)):
+                if count:
+                    corpus.synthesize(args.out, kind, split, count, length, jobs=args.jobs)
     except ToolMissing as e:
         print(f"locoserve: {e}", file=sys.stderr)
         return 2
@@ -80,14 +81,19 @@ def _eval(args: argparse.Namespace) -> int:
 
     engine = SeparationEngine(args.variant, args.checkpoint, random_weights=args.random_weights,
                               threads=args.threads)
-    report = evaluate.evaluate(engine, Path(args.data), args.limit, ProgressBar("eval", " clips"))
-    print(evaluate.markdown(report))
-    if args.out:
-        evaluate.write(report, Path(args.out))
+    kind = "speech" if args.variant == "speech" else "music"
+    splits = [args.split] if args.split else evaluate.splits_present(Path(args.data), kind) or ["test"]
+    reports = {}
+    for split in splits:
+        reports[split] = evaluate.evaluate(engine, Path(args.data), args.limit, ProgressBar(f"eval {split}", " clips"),
+                                           split=split)
+        print(f"\n{evaluate.SPLIT_TITLES.get(split, split)}:\n{evaluate.markdown(reports[split])}")
+        if args.out:
+            evaluate.write(reports[split], Path(f"{args.out}-{split}"))
     if args.card:
         from .training.card import write_card
         command = "locoserve " + " ".join(a if " " not in a else repr(a) for a in sys.argv[1:])
-        print(f"card: {write_card(Path(args.checkpoint), report, command, args.card_note or '')}")
+        print(f"card: {write_card(Path(args.checkpoint), reports, command, args.card_note or '')}")
     return 0
 
 
@@ -117,7 +123,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="corpus")
     p.add_argument("--train", type=int, default=1200, help="training clips per kind")
     p.add_argument("--test", type=int, default=40, help="held-out clips per kind")
-    p.add_argument("--seconds", type=float, help="training clip length (10 music, 8 speech)")
+    p.add_argument("--test-real", type=int, default=40,
+                   help="held-out clips of real recordings only, per kind (the real-sourced test set)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes rendering clips side by side")
+    p.add_argument("--seconds", type=float, help="training clip length (10 music, 6 speech)")
     p.add_argument("--test-seconds", type=float, help="test clip length (20 music, 10 speech)")
     p.set_defaults(func=_synth)
 
@@ -151,7 +160,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="corpus")
     p.add_argument("--limit", type=int)
     p.add_argument("--threads", type=int)
-    p.add_argument("--out", help="write <out>.md and <out>.json")
+    p.add_argument("--split", choices=["test", "test-real"], help="one test set (default: every one present)")
+    p.add_argument("--out", help="write <out>-<split>.md and .json")
     p.add_argument("--card", action="store_true", help="write the checkpoint's card next to it")
     p.add_argument("--card-note", help="a paragraph for the card (how the run was made, what it shared)")
     p.set_defaults(func=_eval)

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from ..checkpoint import load_checkpoint
 from ..bslocoformer import BSLocoformer, count_parameters
-from .evaluate import markdown
+from .evaluate import SPLIT_TITLES, markdown
 
 
-def write_card(checkpoint: Path, report: dict, command: str, notes: str = "") -> Path:
+def write_card(checkpoint: Path, reports: dict[str, dict], command: str, notes: str = "") -> Path:
+    """`reports`: one evaluation report per test split."""
     ckpt = load_checkpoint(checkpoint)
     t, cfg = ckpt.training, ckpt.config
     params = count_parameters(BSLocoformer(cfg))
@@ -40,11 +41,13 @@ def write_card(checkpoint: Path, report: dict, command: str, notes: str = "") ->
     ]
     if t.get("note"):
         lines.append(f"- {t['note']}")
-    lines += ["", "## Evaluation (held-out synthetic test set, through the serving engine)", "",
-              markdown(report), "", f"Measured with: `{command}`"]
+    for split, report in reports.items():
+        lines += ["", f"## Evaluation: {SPLIT_TITLES.get(split, split)}, through the serving engine", "",
+                  markdown(report)]
+    lines += ["", f"Measured with: `{command}`"]
     if notes:
         lines += ["", notes]
     path = checkpoint.with_suffix(".md")
     path.write_text("\n".join(lines) + "\n")
-    checkpoint.with_suffix(".eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    checkpoint.with_suffix(".eval.json").write_text(json.dumps(reports, indent=2) + "\n")
     return path

@@ -101,12 +101,23 @@ class StemStore:
 
 @dataclass
 class Augment:
+    """Per-example augmentation; `augment_for` gives each task's defaults."""
+
     gain_db: float = 5.0
     dropout: float = 0.1
     coherent: float = 0.25
     lowpass: float = 0.5
+    lowpass_hz: tuple[float, float] = (8000.0, 20000.0)  # cut-off drawn log-uniformly in this range
     polarity: bool = True
     swap: bool = True
+
+
+def augment_for(kind: str) -> Augment:
+    """Speech: band limits down to telephone bandwidth (real recordings come from 8–48 kHz
+    sources). Music: more coherent examples (whole produced songs, as users upload)."""
+    if kind == "speech":
+        return Augment(lowpass=0.4, lowpass_hz=(3400.0, 20000.0), coherent=0.3)
+    return Augment(coherent=0.4)
 
 
 def _targets(stems: np.ndarray, store_stems: tuple[str, ...], outputs: tuple[str, ...]) -> np.ndarray:
@@ -157,7 +168,8 @@ class Remixer:
             stems.append(x)
         stems = np.stack(stems)
         if rng.random() < self.aug.lowpass:
-            sos = butter(8, rng.uniform(8000, 20000), fs=44100, output="sos")
+            lo, hi = self.aug.lowpass_hz
+            sos = butter(8, float(np.exp(rng.uniform(np.log(lo), np.log(hi)))), fs=44100, output="sos")
             stems = sosfiltfilt(sos, stems, axis=-1)
         targets = _targets(stems, store.stems, self.outputs).astype(np.float32)
         return targets.sum(0), targets

@@ -22,9 +22,18 @@ from .dataset import _targets
 from . import metrics
 
 
-def evaluate(engine: SeparationEngine, data: Path, limit: int | None = None, progress=None) -> dict:
+SPLIT_TITLES = {"test": "held-out test set (held-out seeds, speakers, voices, kits and recordings)",
+                "test-real": "real-sourced test set (held-out real recordings only)"}
+
+
+def splits_present(data: Path, kind: str) -> list[str]:
+    return [s for s in SPLIT_TITLES if clips(Path(data) / kind / s)]
+
+
+def evaluate(engine: SeparationEngine, data: Path, limit: int | None = None, progress=None,
+             split: str = "test") -> dict:
     kind = "speech" if engine.config.variant == "speech" else "music"
-    folder = Path(data) / kind / "test" if (Path(data) / kind / "test").exists() else Path(data)
+    folder = Path(data) / kind / split if (Path(data) / kind / split).exists() else Path(data)
     clip_dirs = clips(folder)[:limit]
     if not clip_dirs:
         raise FileNotFoundError(f"no test clips under {folder}")
@@ -67,7 +76,7 @@ def evaluate(engine: SeparationEngine, data: Path, limit: int | None = None, pro
             "irm_improvement": round(irm_best - mean["input"], 2),
             "share_of_irm": round((mean["model"] - mean["input"]) / (irm_best - mean["input"]), 3),
         }
-    return {"variant": cfg.variant, "size": cfg.size, "weights_sha256": engine.weights_sha256,
+    return {"variant": cfg.variant, "size": cfg.size, "split": split, "weights_sha256": engine.weights_sha256,
             "random_weights": engine.random_weights, "data": str(folder), "clips": len(clip_dirs),
             "seconds": round(time.monotonic() - started, 1), "stems": table,
             "average_improvement": round(float(np.mean([t["improvement"] for t in table.values()])), 2)}

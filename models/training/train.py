@@ -24,7 +24,7 @@ import torch
 from ..bslocoformer import BSLocoformer
 from ..checkpoint import build_model, load_checkpoint, save_checkpoint
 from ..config import load_config
-from .dataset import Augment, Remixer, StemStore
+from .dataset import Augment, Remixer, StemStore, augment_for
 from .losses import separation_loss
 
 VALIDATION_EVERY = 25  # every 25th clip of the training split is held out for validation
@@ -116,7 +116,7 @@ class Trainer:
         self.wall = 0.0
         store, train_idx, val_idx = _stores(cfg)
         self.store = store
-        self.remix = Remixer(store, self.model.stems, cfg.seconds, Augment(), cfg.seed, train_idx)
+        self.remix = Remixer(store, self.model.stems, cfg.seconds, augment_for(cfg.kind), cfg.seed, train_idx)
         # validation: fixed coherent mixtures of held-out clips, no augmentation
         val = Remixer(store, self.model.stems, cfg.seconds,
                       Augment(gain_db=0, dropout=0, coherent=1.0, lowpass=0, polarity=False, swap=False),

@@ -1,70 +1,89 @@
 """Speech + noise clips for the `speech` (clean/enhance) model; mixture = speech + noise exactly.
 
-Speech: espeak-ng sentences in several languages and voice variants, mono (a microphone),
-stored as identical channels. Noise: coloured noise (1/f^a), babble of 3–7 other talkers,
-music beds from the music generator (vocals included 30 % of the time) and GM ambience
-effects. Clean level −30…−20 dBFS RMS; SNR uniform in −5…15 dB over the whole clip, or fixed
-(the test set uses 0 dB); both are scaled down together if the peak would exceed −0.5 dBFS.
+Speech is one talker: real recorded words (`words`, about 40 % of clips) or sentences read
+by a Flite, Festival or espeak-ng voice (`tts`), through a random microphone colouring and,
+for a third of the clips, a room. Noise is a scene of real recordings and procedural noise
+(`noises`), often in a room of its own. Then, as real recordings are: a random level, an SNR
+from −5 to 20 dB with some near-clean and some clean clips (so the model learns to leave
+clean speech alone), and for part of the clips the band limit of an 8, 11 or 16 kHz
+original, applied to both parts alike. Channels are identical (one microphone). A `real`
+clip keeps its recordings as they are: no colouring, room or band limit of ours.
+
+`split` chooses the side of every held-out rule: test clips use only held-out speakers,
+voices and noise recordings. `real` restricts a clip to real recordings on both sides
+(recorded words over recorded noise): the real-voice test set.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import fluid, music, voice
+from . import eq, library, noises, rooms, tts, words
 
 STEMS = ("speech", "noise")
-SR = fluid.SAMPLE_RATE
+SR = library.SR
+SNR_BANDS = (-5.0, 0.0, 5.0, 10.0, 15.0)  # test clip i is at SNR_BANDS[i % 5]
+REAL_NOISE = ("events", "loops", "ambience", "babble")
 
 
-def coloured_noise(rng: np.random.Generator, n: int) -> np.ndarray:
-    alpha = rng.uniform(0, 2.2)  # 0 white, 1 pink, 2 brown
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n, 1 / SR)
-    spec[1:] /= f[1:] ** (alpha / 2)
-    spec[0] = 0
-    return np.fft.irfft(spec, n)
+def talker(rng: np.random.Generator, seconds: float, split: str, real: bool = False) -> tuple[np.ndarray, str]:
+    """Mono speech filling about `seconds` and the name of its speaker."""
+    langs = words.languages(split) if library.available(words.PACKAGE) else []
+    if langs and (real or rng.random() < 0.4):
+        lang = langs[rng.integers(len(langs))]
+        return words.phrase_line(rng, seconds, lang), f"words:{lang}"
+    pool = tts.voices(split)
+    engine = rng.choice(["flite", "festival", "espeak"], p=[0.25, 0.45, 0.3])
+    chosen = [v for v in pool if v.engine == engine] or pool
+    v = chosen[rng.integers(len(chosen))]
+    return tts.read_aloud(rng, v, seconds), v.speaker
 
 
-def babble(rng: np.random.Generator, seconds: float) -> np.ndarray:
-    talkers = int(rng.integers(3, 8))
-    out = np.zeros(int(round(seconds * SR)))
-    for _ in range(talkers):
-        v = f"{rng.choice(voice.LANGUAGES)}+{rng.choice(voice.MALE + voice.FEMALE)}"
-        y = voice.speech_line(rng, seconds, v)
-        out[: len(y)] += y / (np.sqrt(np.mean(y ** 2)) + 1e-9) * 10 ** (rng.uniform(-4, 4) / 20)
-    return out
+def _snr(rng: np.random.Generator) -> float | None:
+    """Training SNR: None (no noise at all) 5 %, near-clean 30–45 dB 7 %, else −5…20 dB."""
+    r = rng.random()
+    if r < 0.05:
+        return None
+    if r < 0.12:
+        return float(rng.uniform(30, 45))
+    return float(rng.uniform(-5, 20))
 
 
-def music_bed(rng: np.random.Generator, seconds: float) -> np.ndarray:
-    stems = music.render_clip(int(rng.integers(2**31)), seconds)
-    keep = [k for k in music.STEMS if k != "vocals" or rng.random() < 0.3]
-    return sum(stems[k] for k in keep).mean(axis=0)
-
-
-def ambience(rng: np.random.Generator, seconds: float) -> np.ndarray:
-    notes = [fluid.Note(0.0, seconds, int(rng.integers(48, 72)), int(rng.integers(70, 120)))]
-    return fluid.render([fluid.Part(int(rng.integers(121, 127)), notes)], seconds, effects=False).mean(axis=0)
-
-
-def render_clip(seed: int, seconds: float, snr_db: float | None = None) -> dict[str, np.ndarray]:
+def render_clip(seed: int, seconds: float, snr_db: float | None = None, split: str = "train",
+                real: bool = False) -> tuple[dict[str, np.ndarray], dict]:
     rng = np.random.default_rng(seed)
     n = int(round(seconds * SR))
-    talker = f"{rng.choice(voice.LANGUAGES)}+{rng.choice(voice.MALE + voice.FEMALE)}"
-    speech = voice.speech_line(rng, seconds, talker)[:n]
-    speech = np.pad(speech, (0, n - len(speech)))
-    kind = rng.choice(["coloured", "babble", "music", "ambience"], p=[0.3, 0.25, 0.3, 0.15])
-    noise = {"coloured": lambda: coloured_noise(rng, n), "babble": lambda: babble(rng, seconds),
-             "music": lambda: music_bed(rng, seconds), "ambience": lambda: ambience(rng, seconds)}[kind]()[:n]
-    noise = np.pad(noise, (0, n - len(noise)))
-    if np.sqrt(np.mean(noise ** 2)) < 1e-6:  # a silent ambience preset: fall back to coloured noise
-        noise = coloured_noise(rng, n)
-    snr = rng.uniform(-5, 15) if snr_db is None else snr_db
-    speech *= 10 ** (rng.uniform(-30, -20) / 20) / np.sqrt(np.mean(speech ** 2))
-    noise *= np.sqrt(np.mean(speech ** 2)) / np.sqrt(np.mean(noise ** 2)) * 10 ** (-snr / 20)
+    speech, speaker = talker(rng, seconds, split, real)
+    speech = np.pad(speech[:n], (0, max(0, n - speech.size)))
+    # a real recording keeps its own microphone, room and bandwidth
+    if not real and rng.random() < 0.7:
+        speech = eq.apply(eq.microphone(rng), speech)
+    room = not real and rng.random() < 0.33
+    if room:
+        speech = rooms.apply(speech, rooms.impulse_response(rng, drr_db=float(rng.uniform(2, 15))))
+
+    snr = _snr(rng) if snr_db is None and split == "train" else snr_db
+    kinds = REAL_NOISE if real else noises.KINDS
+    weights = (0.3, 0.2, 0.2, 0.3) if real else noises.WEIGHTS
+    noise, layers = noises.scene(rng, n, split, kinds, weights)
+    if not real and rng.random() < 0.5:
+        noise = rooms.apply(noise, rooms.impulse_response(rng, drr_db=float(rng.uniform(-5, 8))))
+
+    cutoff = None if real else eq.band_limit(rng)
+    if cutoff:
+        lp = eq.lowpass(cutoff)
+        speech, noise = eq.apply(lp, speech), eq.apply(lp, noise)
+
+    speech *= 10 ** (rng.uniform(-36, -18) / 20) / (library.rms(speech) + 1e-12)
+    if snr is None:
+        noise = np.zeros(n)
+    else:
+        noise *= library.rms(speech) / (library.rms(noise) + 1e-12) * 10 ** (-snr / 20)
     peak = max(np.abs(speech + noise).max(), np.abs(speech).max(), np.abs(noise).max())
     if peak > 10 ** (-0.5 / 20):
         scale = 10 ** (-0.5 / 20) / peak
         speech, noise = speech * scale, noise * scale
-    return {"speech": np.stack([speech, speech]).astype(np.float32),
-            "noise": np.stack([noise, noise]).astype(np.float32)}
+    info = {"speaker": speaker, "noise": layers, "snr_db": None if snr is None else round(snr, 2),
+            "room": room, "band_limit_hz": cutoff, "split": split, "real": real}
+    return ({"speech": np.stack([speech, speech]).astype(np.float32),
+             "noise": np.stack([noise, noise]).astype(np.float32)}, info)
