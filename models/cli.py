@@ -1,42 +1,12 @@
-"""`locoserve separate | data synth | train | eval`: the engine and training from a shell."""
+"""`locoserve separate | data synth | train | eval`: the engine and training from a shell
+(`separate` itself lives in `separate_cli`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
-
-
-def _separate(args: argparse.Namespace) -> int:
-    from . import audio
-    from .engine import EngineError, SeparationEngine
-    from .progress import ProgressBar
-
-    mode = "cpu_only" if args.device == "cpu" else "gpu_allowed"
-    try:
-        engine = SeparationEngine(args.variant, args.checkpoint, mode=mode, device=args.device,
-                                  random_weights=args.random_weights, threads=args.threads,
-                                  chunk_seconds=args.chunk, overlap_seconds=args.overlap)
-    except EngineError as e:
-        print(f"locoserve: {e}", file=sys.stderr)
-        return 2
-    if engine.random_weights:
-        print("WARNING: random weights; the output is not a separation", file=sys.stderr)
-    bar = None if args.quiet else ProgressBar(Path(args.input).name, " chunks")
-    try:
-        result = engine.separate(args.input, args.out, fmt=args.format,
-                                 normalize=args.normalize, progress=bar)
-    except audio.AudioError as e:
-        print(f"locoserve: {args.input}: {e}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(result.metadata, indent=2))
-    else:
-        note = f" (fell back to CPU: {result.fallback_reason})" if result.fallback else ""
-        print(f"{', '.join(str(p) for p in result.stems.values())} on {result.device}{note}")
-    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -98,24 +68,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from . import separate_cli
     from .config import variants
 
-    p = sub.add_parser("separate", help="split an audio file into stems")
-    p.add_argument("input")
-    p.add_argument("--variant", default="2stem", choices=variants())
-    p.add_argument("--out", default="separated")
-    p.add_argument("--format", default="wav", choices=["wav", "flac"])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--checkpoint")
-    p.add_argument("--random-weights", action="store_true", help="untrained network (tests, benchmarks)")
-    p.add_argument("--normalize", nargs="?", const="peak", choices=["peak", "loudness"],
-                   help="per-stem normalization after inference (default peak)")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--chunk", type=float, default=18.0, help="chunk length in seconds")
-    p.add_argument("--overlap", type=float, default=1.75, help="crossfade length in seconds")
-    p.add_argument("--json", action="store_true", help="print the metadata record as JSON")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_separate)
+    separate_cli.register(sub)
 
     data = sub.add_parser("data", help="training data").add_subparsers(dest="data_cmd", required=True)
     p = data.add_parser("synth", help="render the synthetic corpus (resumable)")

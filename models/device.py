@@ -73,7 +73,8 @@ def choose_device(mode: ExecutionMode, requested: DeviceRequest = "auto") -> Dev
     ok, why = _cuda_ready()
     if ok:
         return DeviceChoice(torch.device("cuda"))
-    log.warning("falling back to CPU: %s", why)
+    # a warning only for who asked for CUDA by name; "auto" on a machine without a GPU is no news
+    log.log(logging.WARNING if requested == "cuda" else logging.INFO, "falling back to CPU: %s", why)
     return DeviceChoice(torch.device("cpu"), fallback=True, reason=why)
 
 

@@ -1,5 +1,6 @@
 """The `locoserve` command: engine and training commands from `models`, admin commands from
-`entitlements`. Each command imports what it needs only when it runs."""
+`entitlements`, `submit` (the HTTP API's client) from here. Each command imports what it
+needs only when it runs."""
 
 from __future__ import annotations
 
@@ -7,12 +8,26 @@ import argparse
 import sys
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("locoserve")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from models import cli as model_cli
 
+    from . import client
+
     parser = argparse.ArgumentParser(prog="locoserve", description="Locoserve stem separation")
+    parser.add_argument("--version", action="version", version=f"locoserve {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     model_cli.register(sub)
+    client.register(sub)
     try:
         from entitlements import cli as admin_cli
     except ImportError:  # entitlements not built yet

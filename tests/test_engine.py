@@ -170,4 +170,4 @@ def test_cli_separate_json(tmp_path):
     assert meta["device"] == "cpu" and meta["random_weights"] is True
     assert "RANDOM WEIGHTS" in out.stderr
     for stem in ("vocals", "instrumental"):
-        assert read(tmp_path / "stems" / f"{stem}.wav").shape == (2, round(1.5 * SR))
+        assert read(tmp_path / "stems" / "song" / f"{stem}.wav").shape == (2, round(1.5 * SR))

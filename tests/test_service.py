@@ -342,3 +342,41 @@ def test_me_and_webhooks(svc):
         assert ok.status_code == 200 and ok.json()["outcome"].startswith("ignored")
         bad = c.post("/api/webhooks/stripe", content=event, headers={"Stripe-Signature": sign(event, "whsec_x")})
         is_problem(bad, 400)
+
+
+def test_cli_submit_through_the_api(svc, tmp_path):
+    import subprocess
+    import sys
+
+    from audio_fixtures import encode_av, music_like, write
+
+    lib = tmp_path / "in"
+    lib.mkdir()
+    write(lib / "Ünï song.wav", music_like(1.5))
+    (lib / "memo.m4a").write_bytes(encode_av(music_like(1.0), 44100, "ipod", "aac"))
+    (lib / "zz-bad.wav").write_bytes(b"RIFF" + b"junk" * 100)
+
+    def submit(*args):
+        return subprocess.run([sys.executable, "-m", "serve_app.cli", "submit", "--server", svc.url, "--out",
+                               tmp_path / "out", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+    before = used(svc, svc.keys["pro"])
+    r = submit(lib, "--key", svc.keys["pro"], "--stems", "2", "--format", "mp3", "--bitrate", "192")
+    assert r.returncode == 1, r.stderr  # one file failed
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("locoserve: ")]
+    assert len(errors) == 1 and "zz-bad.wav: 415 Unusable audio: not a recognised audio file" in errors[0]
+    assert "2 of 3 files separated" in r.stderr
+    x, sr = sf.read(tmp_path / "out" / "Ünï song" / "vocals.mp3")
+    assert sr == 44100 and x.shape == (round(1.5 * 44100), 2)
+    assert sf.info(tmp_path / "out" / "memo" / "instrumental.mp3").duration == pytest.approx(1.0, abs=0.05)
+    assert used(svc, svc.keys["pro"]) == before + 2  # the bad file cost nothing
+
+    r = submit(lib, "--key", "lsk_wrong")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("locoserve: ")]
+    assert len(errors) == 1 and "401" in errors[0]  # said once: the other files were not tried
+    assert "0 of 3 files separated" in r.stderr
+
+    r = submit(lib / "memo.m4a", "--key", svc.keys["pro"], "--server", "http://127.0.0.1:9")
+    assert r.returncode == 1 and "cannot reach http://127.0.0.1:9" in r.stderr and "Traceback" not in r.stderr
