@@ -373,8 +373,13 @@ def state(engine: Engine, user_id: int, now: datetime | None = None) -> dict:
             else:
                 entry |= {"covers": cap.covers, "balance": _balance(s, user.id, cap.code)}
             caps[cap.code] = entry
+        # every credit balance the account holds, also of capabilities its plan does not use
+        held = s.exec(select(CreditBalance).where(CreditBalance.user_id == user.id)).all()
+        credits = {c.code: 0 for c in s.exec(select(Capability).where(Capability.kind == "credits")).all()}
+        credits |= {row.capability_code: row.balance for row in held}
         return {"user": user.email, "plan": plan.code, "plan_name": plan.name,
-                "execution_mode": plan.execution_mode, "priority": plan.priority, "capabilities": caps}
+                "execution_mode": plan.execution_mode, "priority": plan.priority, "capabilities": caps,
+                "credits": dict(sorted(credits.items()))}
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     from . import audio
     from .naming import TemplateError, check_template, render
     from .progress import BatchProgress
-    from .stems import EncodingError, check_encoding
+    from .formats import EncodingError, check_encoding
 
     try:
         template = check_template(args.filename)
@@ -239,7 +239,7 @@ def _load_engine(args, variant: str):
 def _separate_one(engine, t: Track, index: int, out_root: Path, template: str, args, bitrate, keep, bar, out,
                   render) -> None:
     from . import audio
-    from .stems import EncodingError
+    from .formats import EncodingError
 
     staging = out_root / f".locoserve-{os.getpid()}-{index}"
     if bar:
@@ -296,7 +296,7 @@ def _summary(tracks: list[Track], elapsed: float, out: Output) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from .config import variants
     from .naming import DEFAULT_TEMPLATE
-    from .stems import DEFAULT_BITRATE, FORMATS
+    from .formats import DEFAULT_BITRATE, FORMATS
 
     p = sub.add_parser(
         "separate", help="split audio files into stems",

@@ -144,7 +144,7 @@ def download(api: Api, url: str, dest: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from models.naming import TemplateError, check_template, render
     from models.separate_cli import Output, collect, name_tracks
-    from models.stems import EncodingError, check_encoding
+    from models.formats import EncodingError, check_encoding
 
     if not args.key:
         print("locoserve: no API key: pass --key KEY or set LOCOSERVE_API_KEY "
@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from models.naming import DEFAULT_TEMPLATE
-    from models.stems import FORMATS
+    from models.formats import FORMATS
 
     p = sub.add_parser("submit", help="separate files through a running service's HTTP API",
                        description="Upload files (or folders' audio files) to a Locoserve service, wait for "

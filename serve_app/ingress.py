@@ -32,7 +32,7 @@ from entitlements.accounts import seed_demo_users
 from entitlements.stripe_webhooks import handle as handle_webhook
 from models import audio
 from models.naming import download_name, track_name
-from models.stems import MEDIA_TYPES
+from models.formats import MEDIA_TYPES
 
 from .dispatcher import Cancelled, Rejected
 from .jobs import ACTIVE, Job, JobStore, describe

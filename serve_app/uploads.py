@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
-from models.stems import EncodingError, check_encoding
+from models.formats import EncodingError, check_encoding
 
 
 class UploadError(Exception):

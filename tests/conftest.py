@@ -45,6 +45,7 @@ def db(request, tmp_path, monkeypatch):
     """A fresh database with the test plans: a SQLite file, or PostgreSQL from TEST_DATABASE_URL."""
     from sqlmodel import SQLModel
 
+    import serve_app.jobs  # noqa: F401  (its table refers to users: drop_all must know it)
     from entitlements import plans
     from entitlements.db import init_db, make_engine
 
