@@ -285,7 +285,7 @@ def _summary(tracks: list[Track], elapsed: float, out: Output) -> int:
     if not tracks:
         out.line("locoserve: nothing to separate", err=True)
         return 1
-    if len(tracks) > 1 or failed:
+    if (len(tracks) > 1 and not out.quiet) or failed:
         text = f"{done} of {len(tracks)} files separated in {elapsed:.0f} s"
         if failed:
             text += f"; failed: {', '.join(t.source for t in failed)}"
