@@ -43,6 +43,26 @@ class WebhookError(EntitlementError):
     status, slug, title = 400, "invalid-webhook", "Webhook signature verification failed"
 
 
+class MalformedEvent(EntitlementError):
+    """Signed, but not an event we can read: a 400 (Stripe will not fix it by retrying, and a
+    500 would make it retry for days)."""
+
+    status, slug, title = 400, "bad-request", "Malformed webhook event"
+
+
+def check_event(event) -> dict:
+    """The fields `apply` and its handlers read, with their types."""
+    if not isinstance(event, dict):
+        raise MalformedEvent(f"the event is a JSON {type(event).__name__}, not an object")
+    for name, kind in (("id", str), ("type", str), ("created", int)):
+        value = event.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value):
+            raise MalformedEvent(f"the event's '{name}' is missing or not a{'n integer' if kind is int else ' string'}")
+    if event["type"] in HANDLERS and not isinstance((event.get("data") or {}).get("object"), dict):
+        raise MalformedEvent(f"the {event['type']} event has no data.object")
+    return event
+
+
 def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:
     """A valid Stripe-Signature header for `payload` (tests, and replaying events locally)."""
     t = int(time.time()) if timestamp is None else timestamp
@@ -143,7 +163,12 @@ def apply(engine: Engine, event: dict) -> str:
         if fresh is None:
             return "duplicate: already processed"
         handler = HANDLERS.get(event["type"])
-        outcome = handler(s, event) if handler else f"ignored: {event['type']} is not handled"
+        try:
+            outcome = handler(s, event) if handler else f"ignored: {event['type']} is not handled"
+        except (KeyError, IndexError, TypeError, AttributeError) as e:
+            # a field the handler needs is missing or of the wrong shape; raising rolls the
+            # event id back too, so a corrected redelivery is still applied
+            raise MalformedEvent(f"the {event['type']} event lacks a usable field ({type(e).__name__}: {e})") from e
         row = s.get(StripeEvent, event["id"])
         row.outcome = outcome[:200]
         s.add(row)
@@ -151,4 +176,4 @@ def apply(engine: Engine, event: dict) -> str:
 
 
 def handle(engine: Engine, payload: bytes, header: str | None, secrets: list[str]) -> str:
-    return apply(engine, verify(payload, header, secrets))
+    return apply(engine, check_event(verify(payload, header, secrets)))

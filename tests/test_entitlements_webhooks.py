@@ -5,12 +5,12 @@ import threading
 import time
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from entitlements import state
 from entitlements.accounts import create_user
-from entitlements.schema import CreditBalance
-from entitlements.stripe_webhooks import WebhookError, handle, sign, verify
+from entitlements.schema import CreditBalance, StripeEvent
+from entitlements.stripe_webhooks import MalformedEvent, WebhookError, handle, sign, verify
 
 SECRET = "whsec_test_secret"
 
@@ -114,3 +114,22 @@ def test_customer_linked_by_metadata_email(db):
     post(db, event)
     assert plan_of(db, user.id) == "pro"
     assert post(db, sub_event("evt_m2", "deleted", "cus_E", "pro_monthly", 6)).startswith("applied")
+
+
+@pytest.mark.parametrize("event", [
+    [1, 2],  # a JSON array
+    "evt",  # a JSON string
+    {"type": "invoice.paid", "created": 1},  # no id
+    {"id": "evt_t", "created": 1},  # no type
+    {"id": "evt_c", "type": "invoice.paid", "created": "yesterday"},
+    {"id": "evt_d", "type": "customer.subscription.updated", "created": 1, "data": {}},  # no data.object
+    {"id": "evt_p", "type": "customer.subscription.updated", "created": 1,  # items without a price
+     "data": {"object": {"customer": "cus_M", "status": "active", "items": {"data": [{}]}}}},
+], ids=["array", "string", "no-id", "no-type", "bad-created", "no-object", "no-price"])
+def test_signed_but_malformed_events_are_400_and_not_recorded(db, event):
+    create_user(db, "m@x", "free", stripe_customer_id="cus_M")
+    with pytest.raises(MalformedEvent) as info:
+        post(db, event)
+    assert info.value.status == 400
+    with Session(db) as s:  # nothing recorded: a corrected redelivery is still applied
+        assert s.exec(select(StripeEvent)).all() == []
