@@ -46,12 +46,23 @@ def database_url(url: str | None = None) -> str:
     return url
 
 
+def private_file(path: Path) -> None:
+    """Create the SQLite file owner-only (0600) before SQLite does (it would use the umask, 0644
+    by default: API key hashes and everyone's usage readable by any local user). SQLite gives
+    its -wal and -shm files the database file's permissions."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
 def make_engine(url: str | None = None, pool_size: int = 10) -> Engine:
     url = database_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(path))
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
                                pool_size=pool_size, max_overflow=pool_size)
 
