@@ -6,6 +6,11 @@ CPUs Ray assigned it: two jobs side by side with two threads each on two cores m
 spin and ran 2–4× slower. A replica runs the engine in a worker thread; a cancelled call
 sets a flag that the engine's progress callback turns into an exception at the next chunk,
 so the thread stops and the slot frees.
+
+A running job keeps its own reservation alive: every progress report past a quarter of
+`reservation_ttl_s` since the last renewal pushes the expiry out again, so the sweeper (which
+fails jobs whose reservation lapsed) takes only runs that stopped reporting, whoever started
+them and whether or not that dispatcher still exists.
 """
 
 from __future__ import annotations
@@ -34,6 +39,26 @@ PROGRESS_EVERY_S = 0.5
 
 class JobCancelled(Exception):
     pass
+
+
+class Keepalive:
+    """Renews a running job's reservation from its progress (see the module's docstring)."""
+
+    def __init__(self, db, event_id: str, ttl_s: int):
+        self.db, self.event_id, self.ttl_s = db, event_id, ttl_s
+        self.renewed = 0.0
+
+    def renew(self, now: float | None = None) -> None:
+        extend(self.db, self.event_id, self.ttl_s)
+        self.renewed = time.monotonic() if now is None else now
+
+    def maybe_renew(self, now: float) -> None:
+        # a quarter of the TTL: three renewals may be missed (a slow chunk) before it lapses
+        if now - self.renewed >= self.ttl_s / 4:
+            try:
+                self.renew(now)
+            except Exception:  # a database hiccup must not fail the job; the next chunk retries
+                log.exception("could not renew the reservation %s", self.event_id)
 
 
 def assigned_cpus() -> int:
@@ -78,7 +103,8 @@ class ModelReplica:
         engine = self.engines[spec["variant"]]
         if not self.jobs.start(job_id, str(engine.choice.device), engine.choice.fallback, engine.choice.reason):
             return {"status": "skipped"}  # cancelled between dequeue and start
-        extend(self.db, spec["usage_event_id"], self.s.reservation_ttl_s)
+        keepalive = Keepalive(self.db, spec["usage_event_id"], self.s.reservation_ttl_s)
+        keepalive.renew()
         last = [0.0]
 
         def progress(done: int, total: int) -> None:
@@ -88,6 +114,7 @@ class ModelReplica:
             if now - last[0] > PROGRESS_EVERY_S or done == total:
                 last[0] = now
                 self.jobs.progress(job_id, done / total)
+            keepalive.maybe_renew(now)
 
         enhance = spec["task"] == "enhance"
         try:

@@ -62,6 +62,13 @@ class JobStore:
     def __init__(self, engine: Engine, results_dir: str | Path):
         self.engine = engine
         self.results_dir = Path(results_dir)
+        # owner-only: every user's stems lie here, reachable only through the API's ownership
+        # check; an existing folder from an older version is tightened too
+        self.results_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.results_dir.chmod(0o700)
+        except PermissionError:  # shared storage created by another account: say so, still serve
+            log.warning("cannot make %s owner-only (0700): it belongs to another user", self.results_dir)
 
     def result_dir(self, job_id: str) -> Path:
         return self.results_dir / job_id

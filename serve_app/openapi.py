@@ -61,9 +61,10 @@ def openapi() -> dict:
                 "enhance", "Clean plus mastering: 80 Hz high-pass, -16 LUFS integrated, -1 dBTP ceiling")},
             "/api/jobs/{job_id}": {
                 "get": {"summary": "Job status, queue position, progress, stems", "security": AUTH,
-                        "parameters": job_id, "responses": {"200": JOB, "404": PROBLEM}},
+                        "parameters": job_id, "responses": {"200": JOB, "401": PROBLEM, "404": PROBLEM}},
                 "delete": {"summary": "Cancel a queued or running job (refunded)", "security": AUTH,
-                           "parameters": job_id, "responses": {"200": JOB, "404": PROBLEM, "409": PROBLEM}}},
+                           "parameters": job_id, "responses": {"200": JOB, "202": JOB, "401": PROBLEM,
+                                                               "404": PROBLEM, "409": PROBLEM}}},
             "/api/jobs/{job_id}/stems/{filename}": {
                 "get": {"summary": "Download a stem, e.g. vocals.wav", "security": AUTH,
                         "parameters": job_id + [{"name": "filename", "in": "path", "required": True,
@@ -71,7 +72,7 @@ def openapi() -> dict:
                         "responses": {"200": {"description": "the audio file, saved as '{song name}-{stem}.{ext}' "
                                                              "(Content-Disposition)",
                                               "content": {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {},
-                                                          "audio/ogg": {}}}, "404": PROBLEM}}},
+                                                          "audio/ogg": {}}}, "401": PROBLEM, "404": PROBLEM}}},
             "/api/me": {"get": {"summary": "Plan, capabilities, remaining quotas and credits", "security": AUTH,
                                 "responses": {"200": {"description": "entitlement state"}, "401": PROBLEM}}},
             "/api/webhooks/stripe": {"post": {"summary": "Stripe events (Stripe-Signature verified)",

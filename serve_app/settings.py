@@ -44,9 +44,21 @@ class Settings(BaseModel):
     max_upload_mb: float = 200.0
     max_input_seconds: float = 2 * 3600  # the service's ceiling; plans set lower ones
     results_ttl_s: int = 24 * 3600
-    reservation_ttl_s: int = 2 * 3600
-    housekeeping_s: float = 60.0
+    # A job's usage reservation lapses after this long without renewal: a running job renews it
+    # from its progress (every quarter of it), so one chunk's computation must take less than
+    # this. Lapsed → the sweeper (every housekeeping_s) fails the job and refunds it.
+    reservation_ttl_s: int = Field(default=2 * 3600, ge=10)
+    housekeeping_s: float = Field(default=60.0, gt=0)
     stripe_webhook_secrets: list[str] = Field(default_factory=lambda: _env_list("STRIPE_WEBHOOK_SECRETS"))
+
+    @model_validator(mode="after")
+    def _renewal_fits_the_ttl(self) -> "Settings":
+        # the sweeper looks once per housekeeping round: a TTL under two rounds is finer than
+        # it can tell apart (and the dispatcher's renewals of in-flight jobs run on that round)
+        if self.housekeeping_s * 2 > self.reservation_ttl_s:
+            raise ValueError(f"reservation_ttl_s ({self.reservation_ttl_s}) must be at least twice housekeeping_s "
+                             f"({self.housekeeping_s}), or running jobs' reservations lapse between renewals")
+        return self
 
     @model_validator(mode="after")
     def _resolve_storage(self) -> "Settings":

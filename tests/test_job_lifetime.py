@@ -1,0 +1,92 @@
+"""A job's reservation lives as long as its run reports progress; the settings that rule it
+are checked at start; the database and results are owner-only; the OpenAPI document says
+401 where a key is needed (issue 14). Real databases (SQLite and PostgreSQL), no Ray."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from pydantic import ValidationError
+from sqlmodel import Session
+
+from entitlements import authorize_and_consume, sweep
+from entitlements.accounts import create_user
+from entitlements.schema import UsageEvent, utcnow
+from serve_app.jobs import Job, JobStore
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def store(db, tmp_path):
+    return JobStore(db, tmp_path / "results")
+
+
+def new_job(db, store, ttl_s=3600) -> Job:
+    user, key = create_user(db, f"{uuid.uuid4().hex}@x", "pro")
+    decision = authorize_and_consume(db, "stem_split", api_key=key, ttl_s=ttl_s)
+    return store.create(Job(id=uuid.uuid4().hex, user_id=user.id, task="separate", variant="2stem",
+                            model="two_stem", plan="pro", priority="normal", input_seconds=1.0,
+                            usage_event_id=decision.event_id))
+
+
+def usage(db, job: Job) -> UsageEvent:
+    with Session(db) as s:
+        return s.get(UsageEvent, job.usage_event_id)
+
+
+def test_a_running_job_keeps_its_reservation_from_its_progress(db, store):
+    from serve_app.deployments import Keepalive
+
+    job = new_job(db, store, ttl_s=10)
+    keepalive = Keepalive(db, job.usage_event_id, 10)
+    keepalive.renew(now=0.0)
+    first = usage(db, job).expires_at
+    keepalive.maybe_renew(1.0)  # under a quarter of the TTL: no write
+    assert usage(db, job).expires_at == first
+    time.sleep(0.05)
+    keepalive.maybe_renew(2.5)
+    assert usage(db, job).expires_at > first
+    # the sweeper takes it only once renewals stop for a whole TTL
+    assert sweep(db, now=utcnow() + timedelta(seconds=5)) == 0
+    assert sweep(db, now=utcnow() + timedelta(seconds=11)) == 1
+    assert store.fail_orphans() == 1 and store.get(job.id).status == "failed"
+
+
+@pytest.mark.parametrize("values", [dict(reservation_ttl_s=5), dict(reservation_ttl_s=100, housekeeping_s=60),
+                                    dict(housekeeping_s=0)])
+def test_settings_refuse_a_ttl_that_renewals_cannot_keep(values, tmp_path):
+    from serve_app.settings import Settings
+
+    with pytest.raises(ValidationError):
+        Settings(data_dir=str(tmp_path), **values)
+    assert Settings(data_dir=str(tmp_path), reservation_ttl_s=10, housekeeping_s=1).reservation_ttl_s == 10
+
+
+def test_sqlite_file_and_results_are_owner_only(tmp_path):
+    from entitlements import open_database
+
+    engine = open_database(f"sqlite:///{tmp_path / 'data' / 'locoserve.db'}")
+    assert mode(tmp_path / "data" / "locoserve.db") == 0o600
+    assert mode(tmp_path / "data" / "locoserve.db-wal") == 0o600  # SQLite copies the file's mode
+    old = tmp_path / "data" / "results"
+    old.mkdir(mode=0o755)
+    os.chmod(old, 0o755)  # as an older version left it
+    JobStore(engine, old)
+    assert mode(old) == 0o700
+
+
+def test_openapi_lists_401_wherever_a_key_is_needed():
+    from serve_app.openapi import openapi
+
+    for path, methods in openapi()["paths"].items():
+        for op in methods.values():
+            if op.get("security"):
+                assert "401" in op["responses"], (path, op["summary"])
