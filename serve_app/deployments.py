@@ -61,7 +61,11 @@ class Keepalive:
                 log.exception("could not renew the reservation %s", self.event_id)
 
 
-def assigned_cpus() -> int:
+def assigned_cpus(configured: float) -> int:
+    # Serve's local testing mode (tests) runs replicas without Ray, where asking Ray would start
+    # a cluster: the configured CPUs stand in for the assigned ones there
+    if not ray.is_initialized():
+        return max(1, math.floor(configured))
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     return max(1, math.floor(cpus))
 
@@ -69,6 +73,7 @@ def assigned_cpus() -> int:
 class ModelReplica:
     mode = "cpu_only"
     variants: tuple[str, ...] = ()
+    cpus_setting = "two_stem_cpus"
 
     def __init__(self, settings: dict):
         import torch
@@ -76,7 +81,7 @@ class ModelReplica:
         self.s = Settings(**settings)
         self.db = open_database(self.s.database_url, sync_plans=False)
         self.jobs = JobStore(self.db, self.s.results_dir)
-        threads = assigned_cpus()
+        threads = assigned_cpus(getattr(self.s, self.cpus_setting))
         torch.set_num_threads(threads)
         self.engines = {
             v: SeparationEngine(v, mode=self.mode, device="auto", random_weights=self.s.random_weights,
@@ -158,3 +163,4 @@ class FiveStem(ModelReplica):
 
     mode = "gpu_allowed"
     variants = ("5stem",)
+    cpus_setting = "five_stem_cpus"

@@ -10,9 +10,18 @@ The audio travels as an ObjectRef nested in a list, which Ray passes through unt
 worker hands it to the model as a top-level argument, which Ray resolves inside the model
 replica. The samples never enter this process.
 
-Outcomes decided here, and settled here: rejected (queue full → 503, refunded), cancelled
-while queued (the caller disconnected or sent DELETE → refunded), lost (the model replica
-died → failed, refunded). Jobs that reach a model are ended by the model replica itself.
+Outcomes decided here, and settled here: rejected (queue full: refunded, and said to the
+caller as a return value), cancelled while queued (the caller disconnected or sent DELETE:
+refunded), lost before it started (refunded). A job that reached a model replica is settled
+by that run, never here on a guess: only a verified death of the replica (Ray's
+ActorDiedError) or a job that had not started yet is settled by the dispatcher. Any other
+error of the call (a timeout, an unreachable actor) leaves the running job to its run, whose
+reservation the run keeps alive; the sweeper settles it only once that stops.
+
+Back-pressure crosses Ray as data: `enqueue` answers {"queued": False, "reason":
+"queue-full", …} rather than raising a custom exception, because an exception class with its
+own constructor arguments cannot be rebuilt in the caller (Ray raised
+UnserializableException there, and the ingress reported an outage instead of a full queue).
 """
 
 from __future__ import annotations
@@ -24,26 +33,24 @@ import time
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from entitlements import open_database, sweep
+from entitlements import extend, open_database, sweep
 
 from .jobs import JobStore
 from .metrics import Metrics
-from .queue import PriorityJobQueue, QueueFull
+from .queue import Entry, PriorityJobQueue, QueueFull
 from .settings import Settings
 
 log = logging.getLogger("ray.serve")
 
 
-class Rejected(Exception):
-    """The job was not queued (queue full); carries the Retry-After seconds."""
-
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message)
-        self.retry_after = retry_after
+CANCELLED_ERRORS = ("RequestCancelledError", "TaskCancelledError")
+# Ray's word that the replica's process is gone (ActorDiedError and its subclasses): only then
+# may anyone but the run itself settle a job that had started.
+DEATH_ERRORS = ("ActorDiedError", "OutOfMemoryError", "NodeDiedError")
 
 
-class Cancelled(Exception):
-    pass
+def replica_died(e: BaseException) -> bool:
+    return any(t.__name__ in DEATH_ERRORS for t in type(e).__mro__)
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=10000, ray_actor_options={"num_cpus": 0},
@@ -55,7 +62,8 @@ class Dispatcher:
         self.jobs = JobStore(self.db, self.s.results_dir)
         self.handles = {name: h.options(method_name="run") for name, h in models.items()}
         self.queues = {name: PriorityJobQueue(self.s.queue_max_depth, self.s.aging_s) for name in models}
-        self.running: dict[str, object] = {}
+        self.entries: dict[str, Entry] = {}  # every job this replica holds, queued or running
+        self.running: dict[str, tuple[object, str]] = {}  # job id → (model call, usage event id)
         self.metrics = Metrics()
         self._tasks = [asyncio.get_event_loop().create_task(self._worker(name))
                        for name, n in slots.items() for _ in range(n)]
@@ -65,23 +73,43 @@ class Dispatcher:
         for level, depth in self.queues[model].depth().items():
             self.metrics.queue_depth.set(depth, tags={"model": model, "priority": level})
 
-    async def submit(self, spec: dict, audio: list) -> dict:
-        """Queue a job and wait for its outcome; `audio` is [ObjectRef] (kept a reference)."""
+    def _resolve(self, entry: Entry, outcome: dict) -> None:
+        self.entries.pop(entry.job_id, None)
+        if entry.future is not None and not entry.future.done():
+            entry.future.set_result(outcome)
+
+    async def enqueue(self, spec: dict, audio: list) -> dict:
+        """Queue a job and answer at once; `audio` is [ObjectRef], kept (not resolved) here.
+
+        {"queued": True, "position": n}, or {"queued": False, "reason": "queue-full", "detail",
+        "retry_after"}: a full queue is an answer, not an exception (see the module's docstring);
+        the refused job is already failed and refunded when this returns."""
         model, job_id = spec["model"], spec["job_id"]
         queue = self.queues[model]
         try:
             entry = queue.put(job_id, spec["priority"], (spec, audio[0]))
         except QueueFull as e:
-            await asyncio.to_thread(self.jobs.finish, job_id, "failed", error=str(e), refund_reason="queue full")
+            await asyncio.to_thread(self.jobs.finish, job_id, "failed", error=f"refused: {e}",
+                                    refund_reason="queue full")
             self.metrics.outcomes.inc(tags={"model": model, "outcome": "rejected"})
-            raise Rejected(str(e), self.s.retry_after_s) from None
+            return {"queued": False, "reason": "queue-full", "detail": str(e), "retry_after": self.s.retry_after_s}
         entry.future = asyncio.get_running_loop().create_future()
+        self.entries[job_id] = entry
         self._gauge(model)
+        return {"queued": True, "position": queue.position(job_id)}
+
+    async def wait(self, job_id: str) -> dict:
+        """The job's outcome ({"status": …}) once it ends here; {"status": "unknown"} for a job
+        this replica does not hold (it ended already, or was queued with a replica now gone).
+        The job record is the truth either way; this only says when to read it."""
+        entry = self.entries.get(job_id)
+        if entry is None:
+            return {"status": "unknown"}
         try:
-            return await entry.future
+            return await asyncio.shield(entry.future)
         except asyncio.CancelledError:
-            # the caller went away (disconnect or timeout): a queued job leaves the queue and is
-            # refunded; a running one is cancelled explicitly (Serve does not do it for us)
+            # the waiting caller went away (wait=true, disconnected): a queued job leaves the
+            # queue and is refunded; a running one is cancelled and its run settles it
             await self._cancel(job_id, "the caller disconnected")
             raise
 
@@ -95,12 +123,11 @@ class Dispatcher:
                 self._gauge(model)
                 await asyncio.to_thread(self.jobs.finish, job_id, "cancelled", error=why, refund_reason=why)
                 self.metrics.outcomes.inc(tags={"model": model, "outcome": "cancelled"})
-                if entry.future is not None and not entry.future.done():
-                    entry.future.set_exception(Cancelled(why))
+                self._resolve(entry, {"status": "cancelled"})
                 return "cancelled"
-        response = self.running.get(job_id)
-        if response is not None:
-            response.cancel()  # the replica stops at the next chunk and ends the job itself
+        running = self.running.get(job_id)
+        if running is not None:
+            running[0].cancel()  # the replica stops at the next chunk and ends the job itself
             return "cancelling"
         return "not_queued"
 
@@ -125,32 +152,51 @@ class Dispatcher:
             self.metrics.queue_wait.observe(time.monotonic() - entry.enqueued,
                                             tags={"model": model, "priority": spec["priority"]})
             response = handle.remote(spec, ref)
-            self.running[entry.job_id] = response
+            self.running[entry.job_id] = (response, spec["usage_event_id"])
             started = time.monotonic()
             try:
                 result = await response
-            except Exception as e:  # the replica died, or the call was cancelled under it
-                log.exception("job %s on %s did not return", entry.job_id, model)
-                cancelled = type(e).__name__ in ("RequestCancelledError", "TaskCancelledError")
-                status = "cancelled" if cancelled else "failed"
-                await asyncio.to_thread(self.jobs.finish, entry.job_id, status,
-                                        error="cancelled" if cancelled else "the model replica failed",
-                                        refund_reason=f"{status}: {type(e).__name__}")
-                result = {"status": status}
+            except Exception as e:
+                result = {"status": await asyncio.to_thread(self._call_failed, entry.job_id, model, e)}
             finally:
                 self.running.pop(entry.job_id, None)
             self.metrics.run_time.observe(time.monotonic() - started, tags={"model": model})
             self.metrics.outcomes.inc(tags={"model": model, "outcome": result.get("status", "unknown")})
             if result.get("fallback"):
                 self.metrics.fallbacks.inc(tags={"model": model})
-            if not entry.future.done():
-                entry.future.set_result(result)
+            self._resolve(entry, result)
+
+    def _call_failed(self, job_id: str, model: str, e: Exception) -> str:
+        """Settle what this side may settle after the model call raised; the status to report."""
+        if type(e).__name__ in CANCELLED_ERRORS:
+            # a started job is ended by its run (it stops at the next chunk); one that never
+            # started has nobody else to end it
+            self.jobs.finish(job_id, "cancelled", error="cancelled", refund_reason="cancelled before it started",
+                             only_from=("queued",))
+            return "cancelled"
+        if replica_died(e):
+            log.error("job %s: the %s replica died under it: %s", job_id, model, e)
+            self.jobs.finish(job_id, "failed", error="the model replica running it stopped; refunded",
+                             refund_reason=f"replica died: {type(e).__name__}")
+            return "failed"
+        # not a verified death: a running job stays its run's to settle (its reservation lapses,
+        # and the sweeper fails it, only if the run stops reporting progress)
+        log.warning("job %s: the call to %s raised %s; its run, if it started, settles it", job_id, model,
+                    type(e).__name__)
+        if self.jobs.finish(job_id, "failed", error="the job could not be started; refunded",
+                            refund_reason=f"not started: {type(e).__name__}", only_from=("queued",)):
+            return "failed"
+        return "running-elsewhere"
 
     async def _housekeeping(self) -> None:
         """Release reservations of dead workers' jobs; delete results past their retention."""
         while True:
             await asyncio.sleep(self.s.housekeeping_s)
             try:
+                # a job whose model call is in flight here has a live run: keep its reservation
+                # (the run also extends it from its progress, which covers a restarted dispatcher)
+                for _, event_id in list(self.running.values()):
+                    await asyncio.to_thread(extend, self.db, event_id, self.s.reservation_ttl_s)
                 released = await asyncio.to_thread(sweep, self.db)
                 await asyncio.to_thread(self.jobs.fail_orphans)
                 expired = await asyncio.to_thread(self.jobs.expire_results, self.s.results_ttl_s)

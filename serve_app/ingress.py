@@ -10,15 +10,18 @@ store → the dispatcher, by reference.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 import ray
 from ray import serve
+from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 from sqlalchemy.exc import IntegrityError
 from starlette.applications import Starlette
@@ -34,18 +37,23 @@ from models import audio
 from models.naming import download_name, track_name
 from models.formats import MEDIA_TYPES
 
-from .dispatcher import Cancelled, Rejected
 from .jobs import ACTIVE, Job, JobStore, describe
+from .admission import Admission, MemoryBudget, Refusal, UploadGate
 from .metrics import IngressMetrics
+from .outcome import follow_record
 from .openapi import openapi
 from .problems import DESCRIPTIONS, from_audio, from_entitlement, problem
 from .readiness import Readiness
 from .settings import Settings
-from .uploads import UploadError, read_upload
+from .uploads import Pace, UploadError, read_upload
 
 log = logging.getLogger("ray.serve")
 
 TASKS = {"separate": "stem_split", "clean": "audio_clean", "enhance": "audio_enhance"}
+MAX_IDEMPOTENCY_KEY = 255  # characters, as Stripe allows; stored with the usage event
+POSITION_WAIT_S = 0.5  # a status poll answers from the record after this, position unknown
+CANCEL_WAIT_S = 5.0
+SUBMIT_THREADS = 8
 
 
 def bearer(request: Request) -> str | None:
@@ -71,7 +79,9 @@ def fingerprint(task: str, variant: str, options, data: bytes) -> str:
     return h.hexdigest()
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, graceful_shutdown_timeout_s=5)
+# max_ongoing_requests: well above max_uploads, so that uploads (bounded by the admission
+# gate) and jobs waiting for a model never leave /healthz or a status poll queued at the proxy
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000, graceful_shutdown_timeout_s=5)
 @serve.ingress()
 class Ingress:
     def __init__(self, dispatcher: DeploymentHandle, settings: dict):
@@ -86,14 +96,23 @@ class Ingress:
         self.jobs = JobStore(self.db, self.s.results_dir)
         self.dispatcher = dispatcher
         self.metrics = IngressMetrics()
-        self.readiness = Readiness(serve.get_replica_context().app_name)
+        try:
+            app_name = serve.get_replica_context().app_name
+        except RayServeException:  # Serve's local testing mode (tests) has no replica context
+            app_name = None
+        self.readiness = Readiness(app_name)
         self._detached: set[asyncio.Task] = set()
+        # Submissions' blocking work (key checks, decoding, charging) runs in a pool of its own:
+        # in the default one, a burst of uploads queued every status poll and /api/me behind it
+        self._submit_pool = ThreadPoolExecutor(SUBMIT_THREADS, thread_name_prefix="submit")
+        self.gate = UploadGate(self.s.max_uploads_per_key, self.s.max_uploads)
+        self.budget = MemoryBudget(int(self.s.upload_memory_mb * 2**20))
+        self.pace = Pace(self.s.upload_idle_timeout_s, self.s.upload_min_bytes_per_s, self.s.upload_rate_grace_s)
 
     def __serve_build_asgi_app__(self) -> Starlette:
         routes = [Route(f"/api/audio/{task}", self._job_endpoint(task), methods=["POST"]) for task in TASKS]
         routes += [
-            Route("/api/jobs/{job_id}", self.get_job, methods=["GET"]),
-            Route("/api/jobs/{job_id}", self.cancel_job, methods=["DELETE"]),
+            Route("/api/jobs/{job_id}", self.job, methods=["GET", "DELETE"]),
             Route("/api/jobs/{job_id}/stems/{filename}", self.download, methods=["GET"]),
             Route("/api/me", self.me, methods=["GET"]),
             Route("/api/webhooks/stripe", self.stripe, methods=["POST"]),
@@ -107,8 +126,10 @@ class Ingress:
 
     # -- errors -------------------------------------------------------------------------------
     async def _http_error(self, request: Request, exc: HTTPException) -> Response:
-        slug = {404: "not-found", 405: "bad-request"}.get(exc.status_code, "bad-request")
-        return problem(exc.status_code, slug, exc.detail or "Error", f"{request.method} {request.url.path}: {exc.detail}")
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "bad-request")
+        # Starlette puts Allow on its 405 (RFC 9110 requires it); keep the exception's headers
+        return problem(exc.status_code, slug, exc.detail or "Error", f"{request.method} {request.url.path}: {exc.detail}",
+                       dict(exc.headers or {}))
 
     async def _internal_error(self, request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -126,13 +147,44 @@ class Ingress:
 
     async def submit(self, request: Request, task: str) -> Response:
         key, capability = bearer(request), TASKS[task]
+        idempotency_key = request.headers.get("idempotency-key")
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            return problem(422, "bad-request", "Unusable request",
+                           f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters; nothing was charged")
+        # the gate counts the key as sent, before any database work: a flood of uploads on one
+        # key is refused without costing a thread or a query (an unknown key holds its place
+        # only until the check below answers 401)
+        who = key or ""
+        refusal = self.gate.enter(who)
+        if refusal is not None:
+            return self._refuse(refusal)
+        admission = Admission(self.gate, who, self.budget)
         try:
-            caller = await asyncio.to_thread(peek, self.db, key, capability)
-            upload = await read_upload(request, int(self.s.max_upload_mb * 1024 * 1024))
-        except EntitlementError as e:
-            return self._deny(e)
+            try:
+                caller = await self._submitting(peek, self.db, key, capability)
+            except EntitlementError as e:
+                return self._deny(e)
+            return await self._submit(request, task, key, capability, idempotency_key, caller, admission)
+        finally:
+            admission.release()
+
+    async def _submitting(self, fn, /, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self._submit_pool,
+                                                                 functools.partial(fn, *args, **kwargs))
+
+    def _refuse(self, refusal: Refusal) -> Response:
+        self.metrics.denials.inc(tags={"reason": refusal.slug})
+        return problem(refusal.status, refusal.slug, "Too many uploads" if refusal.status == 429 else "Busy",
+                       f"{refusal.detail}; nothing was charged", {"Retry-After": str(self.s.retry_after_s)})
+
+    async def _submit(self, request: Request, task: str, key: str | None, capability: str,
+                      idempotency_key: str | None, caller, admission: Admission) -> Response:
+        try:
+            upload = await read_upload(request, int(self.s.max_upload_mb * 1024 * 1024), self.pace, admission)
         except UploadError as e:
-            return problem(e.status, e.slug, "Unusable request", e.detail)
+            headers = {"Retry-After": str(self.s.retry_after_s)} if e.status in (429, 503) else None
+            title = {408: "Upload too slow", 503: "Busy"}.get(e.status, "Unusable request")
+            return problem(e.status, e.slug, title, f"{e.detail}; nothing was charged", headers)
         opts = upload.options
         if task == "separate":
             variant = f"{opts.stems}stem" if opts.stems else (caller.default_variant or "2stem")
@@ -145,28 +197,40 @@ class Ingress:
         if refused is not None:
             return refused
         try:
-            info = await asyncio.to_thread(audio.probe, upload.data, self.s.max_input_seconds)
+            info = await self._submitting(audio.probe, upload.data, self.s.max_input_seconds)
             # refuse from the header, before decoding; the consume below checks again, atomically
             caller.check(info.duration, variant if task == "separate" else None)
-            samples = await asyncio.to_thread(audio.decode, upload.data, self.s.max_input_seconds)
+            # the decoded samples (float32 stereo at 44.1 kHz) count against the memory budget too
+            refusal = admission.take(int(min(info.duration, self.s.max_input_seconds) * 44100 * 8))
+            if refusal is not None:
+                return self._refuse(refusal)
+            samples = await self._submitting(audio.decode, upload.data, self.s.max_input_seconds)
         except audio.AudioError as e:
             return from_audio(e)
         except EntitlementError as e:
             return self._deny(e)
         duration = samples.shape[1] / 44100
+        if duration < self.s.min_input_seconds:  # a few frames are no song: refused, not charged
+            return problem(422, "invalid-audio", "Unusable audio", f"the audio lasts {duration:.3f} s; at least "
+                           f"{self.s.min_input_seconds:g} s is needed", code="too_short")
         try:
-            decision = await asyncio.to_thread(
+            decision = await self._submitting(
                 authorize_and_consume, self.db, capability, api_key=key,
-                idempotency_key=request.headers.get("idempotency-key"),
+                idempotency_key=idempotency_key,
                 fingerprint=fingerprint(task, variant, opts, upload.data), input_seconds=duration,
                 variant=variant if task == "separate" else None, ttl_s=self.s.reservation_ttl_s)
         except EntitlementError as e:
             return self._deny(e)
         headers = decision.headers()
         if decision.replayed:
-            job = await asyncio.to_thread(self.jobs.by_event, decision.event_id)
+            job = await self._submitting(self.jobs.by_event, decision.event_id)
             if job is not None:
                 return self._job_response(request, job, opts.debug, headers | {"Idempotent-Replayed": "true"})
+            # the first request has been charged but has not written its job yet (it is still in
+            # flight): making a second job on the same usage event would run it twice for one charge
+            return problem(409, "idempotency-in-progress", "Request in progress",
+                           "a request with this Idempotency-Key is still being processed; retry shortly",
+                           {"Retry-After": "1"})
         job = Job(id=uuid.uuid4().hex, user_id=decision.user_id, task=task, variant=variant,
                   model=model, plan=decision.plan,
                   priority=decision.priority, input_seconds=duration, format=opts.format,
@@ -175,41 +239,49 @@ class Ingress:
                   entitlement={k: v for k, v in decision.to_dict().items()
                                if k in ("capability", "source", "limit", "used", "remaining", "reset_at",
                                         "credits_remaining")})
-        await asyncio.to_thread(self.jobs.create, job)
+        await self._submitting(self.jobs.create, job)
         spec = {"job_id": job.id, "task": task, "variant": variant, "model": job.model, "priority": job.priority,
                 "format": opts.format, "bitrate": opts.bitrate, "normalize": opts.normalize,
                 "usage_event_id": decision.event_id}
-        ref = await asyncio.to_thread(ray.put, np.ascontiguousarray(samples))  # a copy: keep the loop free
-        del samples
-        call = self.dispatcher.submit.remote(spec, [ref])  # nested: the dispatcher never resolves it
-        if not opts.wait:
-            task_ = asyncio.ensure_future(self._detached_wait(call, ref))
-            self._detached.add(task_)
-            task_.add_done_callback(self._detached.discard)
-            return self._job_response(request, await asyncio.to_thread(self.jobs.get, job.id), False, headers,
-                                      status=202)
-        try:
-            await call
-        except Rejected as e:
-            return problem(503, "queue-full", "Queue full", str(e), {"Retry-After": str(e.retry_after)},
-                           job_id=job.id, refunded=True)
-        except Cancelled:
-            pass
+        # a copy into the object store, off the loop; Serve's local testing mode (tests, no Ray
+        # cluster) has no object store, and there the dispatcher passes the array itself
+        ref = (await self._submitting(ray.put, np.ascontiguousarray(samples)) if ray.is_initialized()
+               else samples)
+        del samples, upload
+        admission.release()  # the upload and its samples have left this process's memory
+        try:  # nested in a list: the dispatcher passes the reference on and never resolves it
+            queued = await self.dispatcher.enqueue.remote(spec, [ref])
         except Exception:
-            log.exception("job %s: the dispatcher did not answer", job.id)
-            await asyncio.to_thread(self.jobs.finish, job.id, "failed", error="the dispatcher was unavailable",
-                                    refund_reason="dispatcher unavailable")
+            log.exception("job %s: the dispatcher did not take it", job.id)
+            # nothing ran it: refunded unless something did start it meanwhile
+            await self._submitting(self.jobs.finish, job.id, "failed", error="the dispatcher was unavailable",
+                                    refund_reason="dispatcher unavailable", only_from=("queued",))
             return problem(503, "unavailable", "Dispatcher unavailable", "the job could not be queued; it was "
                            "refunded", {"Retry-After": str(self.s.retry_after_s)}, job_id=job.id, refunded=True)
-        finally:
-            del ref
-        return self._job_response(request, await asyncio.to_thread(self.jobs.get, job.id), opts.debug, headers)
+        if not queued["queued"]:  # back-pressure, said as such whatever the wait mode
+            return problem(503, queued["reason"], "Queue full", f"{queued['detail']}; the job was refunded",
+                           {"Retry-After": str(queued["retry_after"])}, job_id=job.id, refunded=True)
+        if not opts.wait:
+            # the object store keeps the audio while its owner holds a reference: this task does,
+            # until the job has ended
+            task_ = asyncio.ensure_future(self._follow(job.id, ref))
+            self._detached.add(task_)
+            task_.add_done_callback(self._detached.discard)
+            return self._job_response(request, await self._submitting(self.jobs.get, job.id), False, headers,
+                                      status=202)
+        job = await self._follow(job.id, ref)
+        return self._job_response(request, job, opts.debug, headers)
 
-    async def _detached_wait(self, call, ref) -> None:
+    async def _follow(self, job_id: str, ref) -> Job:
+        """Wait until the job has ended and return its record, which decides (see `outcome`)."""
         try:
-            await call
-        except Exception:  # the dispatcher has already recorded and refunded the outcome
-            pass
+            await self.dispatcher.wait.remote(job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the dispatcher went away: the job record still tells the truth
+            log.warning("job %s: the dispatcher stopped answering (%s); following the job's record",
+                        job_id, type(e).__name__)
+        return await follow_record(self.jobs, job_id)
 
     def _job_response(self, request: Request, job: Job, debug: bool, headers: dict | None = None,
                       status: int | None = None) -> Response:
@@ -237,12 +309,28 @@ class Ingress:
             _, job = await self._owned_job(request)
         except Unauthorized as e:
             return self._deny(e)
-        body = describe(job, root(request))
+        body = describe(job, root(request))  # the record answers; the dispatcher only adds a position
         if job.status == "queued":
-            body["queue_position"] = await self.dispatcher.position.remote(job.id)
+            body["queue_position"] = await self._position(job.id)
         if request.query_params.get("debug") in ("1", "true") and self.s.allow_debug:
             body["metadata"] = job.engine_metadata
         return JSONResponse(body)
+
+    async def _position(self, job_id: str) -> int | None:
+        """The queue position if the dispatcher says it at once; None while it cannot (restarting)."""
+        try:
+            return await asyncio.wait_for(self._await(self.dispatcher.position.remote(job_id)), POSITION_WAIT_S)
+        except Exception as e:  # noqa: BLE001 (a timeout or a dead replica: a poll must not hang on it)
+            log.warning("job %s: no queue position from the dispatcher (%s)", job_id, type(e).__name__)
+            return None
+
+    @staticmethod
+    async def _await(response):
+        return await response
+
+    async def job(self, request: Request) -> Response:
+        # one route for both methods, so that a 405 on it lists them all in Allow
+        return await (self.get_job(request) if request.method in ("GET", "HEAD") else self.cancel_job(request))
 
     async def cancel_job(self, request: Request) -> Response:
         try:
@@ -252,7 +340,12 @@ class Ingress:
         if job.status not in ACTIVE:
             return problem(409, "conflict", "Job already ended", f"the job is {job.status}",
                            job=describe(job, root(request)))
-        outcome = await self.dispatcher.cancel.remote(job.id)
+        try:
+            outcome = await asyncio.wait_for(self._await(self.dispatcher.cancel.remote(job.id)), CANCEL_WAIT_S)
+        except Exception as e:  # noqa: BLE001
+            log.warning("job %s: the dispatcher did not take the cancel (%s)", job.id, type(e).__name__)
+            return problem(503, "unavailable", "Dispatcher unavailable", "the job could not be cancelled now; "
+                           "retry", {"Retry-After": str(self.s.retry_after_s)}, job=describe(job, root(request)))
         if outcome == "cancelling":  # running: the replica stops at its next chunk
             for _ in range(100):
                 job = await asyncio.to_thread(self.jobs.get, job.id)

@@ -100,16 +100,19 @@ class JobStore:
     def progress(self, job_id: str, fraction: float) -> None:
         self._cas(job_id, ("running",), progress=round(fraction, 4))
 
-    def finish(self, job: Job | str, status: str, *, refund_reason: str | None = None, **values) -> bool:
+    def finish(self, job: Job | str, status: str, *, refund_reason: str | None = None,
+               only_from: tuple[str, ...] = ACTIVE, **values) -> bool:
         """End an active job; settle its usage (commit if done, refund otherwise). False if it had
-        already ended (nothing is settled twice: the usage event has its own CAS too)."""
+        already ended, or was not in `only_from` (("queued",): only if no run has started it;
+        a started job is its run's to end). Nothing is settled twice: the usage event has its
+        own CAS too."""
         job = job if isinstance(job, Job) else self.get(job)
         if job is None:
             return False
         values |= {"status": status, "finished_at": utcnow()}
         if status == "done":
             values["progress"] = 1.0
-        if not self._cas(job.id, ACTIVE, **values):
+        if not self._cas(job.id, only_from, **values):
             return False
         settle(self.engine, job.usage_event_id, ok=status == "done",
                reason=None if status == "done" else (refund_reason or status))

@@ -30,7 +30,8 @@ def _job_request(task: str, summary: str) -> dict:
         props["stems"] = {"type": "integer", "enum": [2, 5], "description": "default: the plan's default"}
     return {
         "summary": summary, "security": AUTH,
-        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                         "description": "a retry with the same key returns the first job and is not charged again"}],
         "requestBody": {"required": True, "content": {"multipart/form-data": {
             "schema": {"type": "object", "required": ["audio"], "properties": props}}}},
@@ -40,9 +41,13 @@ def _job_request(task: str, summary: str) -> dict:
             **{str(code): PROBLEM | {"description": why} for code, why in [
                 (400, "malformed request"), (401, "missing, unknown, expired or revoked key"),
                 (402, "out of credits"), (403, "capability or option not in the plan"),
-                (413, "upload too large"), (415, "not multipart, or not a supported audio format"),
-                (422, "invalid options or unusable audio"), (429, "quota exhausted (Retry-After)"),
-                (500, "the job failed on our side (refunded)"), (503, "queue full (Retry-After; refunded)")]},
+                (409, "a request with this Idempotency-Key is still in progress (Retry-After)"),
+                (408, "the upload stalled or arrived too slowly"), (413, "upload too large"), (415, "not multipart, or not a supported audio format"),
+                (422, "invalid options, unusable or too short audio, an Idempotency-Key over 255 characters"),
+                (429, "quota exhausted, or too many uploads in progress for this account (Retry-After)"),
+                (500, "the job failed on our side (refunded)"),
+                (503, "queue full (/problems/queue-full), or a model deployment or the dispatcher unavailable "
+                      "(Retry-After; nothing charged)")]},
         },
     }
 
@@ -64,7 +69,8 @@ def openapi() -> dict:
                         "parameters": job_id, "responses": {"200": JOB, "401": PROBLEM, "404": PROBLEM}},
                 "delete": {"summary": "Cancel a queued or running job (refunded)", "security": AUTH,
                            "parameters": job_id, "responses": {"200": JOB, "202": JOB, "401": PROBLEM,
-                                                               "404": PROBLEM, "409": PROBLEM}}},
+                                                               "404": PROBLEM, "409": PROBLEM,
+                                                               "503": PROBLEM}}},
             "/api/jobs/{job_id}/stems/{filename}": {
                 "get": {"summary": "Download a stem, e.g. vocals.wav", "security": AUTH,
                         "parameters": job_id + [{"name": "filename", "in": "path", "required": True,

@@ -28,6 +28,12 @@ DESCRIPTIONS = {
                      "without a sound track.",
     "not-found": "No such resource, or it is not yours.",
     "conflict": "The resource is not in a state that allows this.",
+    "idempotency-in-progress": "A request with this Idempotency-Key is still being processed; retry after the "
+                               "indicated time to get its job.",
+    "request-timeout": "The upload stalled, or arrived more slowly than the service accepts; nothing was charged.",
+    "too-many-uploads": "Your account has as many uploads in progress as it may; retry when one has finished.",
+    "busy": "The service is receiving as many uploads as it can hold right now; retry after the indicated time.",
+    "method-not-allowed": "The resource does not support this method; the Allow header lists those it does.",
     "queue-full": "The service is at capacity for your priority level; retry after the indicated time.",
     "job-failed": "The job failed for a reason of ours; it has been refunded.",
     "unavailable": "A part of the service is not available right now.",

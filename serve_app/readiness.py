@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from ray import serve
 
 # Serve's deployment states in which a queued job will eventually run: HEALTHY, and the
-# transitions of a deployment that is starting or scaling.
-SERVING = {"HEALTHY", "UPDATING", "UPSCALING", "DOWNSCALING"}
+# transitions of a deployment that is starting or scaling. LOCAL: Serve's local testing mode
+# (tests), which has no controller to ask and constructs every deployment before serving.
+SERVING = {"HEALTHY", "UPDATING", "UPSCALING", "DOWNSCALING", "LOCAL"}
 DEPLOYMENTS = {"two_stem": "TwoStem", "five_stem": "FiveStem"}
 
 
@@ -32,12 +33,15 @@ class ModelState:
 
 
 class Readiness:
-    def __init__(self, app_name: str, ttl_s: float = 2.0):
+    def __init__(self, app_name: str | None, ttl_s: float = 2.0):
+        """`app_name` None: local testing mode (asking serve.status() there would start Ray)."""
         self.app_name, self.ttl_s = app_name, ttl_s
         self._checked, self._states = 0.0, {}
 
     def states(self) -> dict[str, ModelState]:
         """Blocking (a controller call): run it in a thread."""
+        if self.app_name is None:
+            return {model: ModelState(name, "LOCAL", "local testing mode") for model, name in DEPLOYMENTS.items()}
         if time.monotonic() - self._checked > self.ttl_s:
             app = serve.status().applications.get(self.app_name)
             deployments = app.deployments if app else {}

@@ -43,10 +43,21 @@ class Settings(BaseModel):
     # requests and results
     max_upload_mb: float = 200.0
     max_input_seconds: float = 2 * 3600  # the service's ceiling; plans set lower ones
+    min_input_seconds: float = Field(default=0.1, ge=0)  # shorter decoded audio is refused (422), uncharged
+    # ingress protection (serve_app/admission.py, uploads.py): uploads in progress per API key and
+    # in all (the Ingress takes 1000 requests at once: the rest stay free for health and polls),
+    # bytes of uploads and decoded samples in memory, and how slowly a body may arrive (408)
+    max_uploads_per_key: int = Field(default=4, ge=1)
+    max_uploads: int = Field(default=64, ge=1, le=500)
+    upload_memory_mb: float = Field(default=3072.0, gt=0)
+    upload_idle_timeout_s: float = Field(default=30.0, gt=0)
+    upload_min_bytes_per_s: float = Field(default=16384.0, ge=0)
+    upload_rate_grace_s: float = Field(default=10.0, ge=0)
     results_ttl_s: int = 24 * 3600
     # A job's usage reservation lapses after this long without renewal: a running job renews it
-    # from its progress (every quarter of it), so one chunk's computation must take less than
-    # this. Lapsed → the sweeper (every housekeeping_s) fails the job and refunds it.
+    # from its progress (every quarter of it) and the dispatcher for the calls it has in flight,
+    # so one chunk's computation must take less than this. Lapsed → the sweeper (every
+    # housekeeping_s) fails the job and refunds it.
     reservation_ttl_s: int = Field(default=2 * 3600, ge=10)
     housekeeping_s: float = Field(default=60.0, gt=0)
     stripe_webhook_secrets: list[str] = Field(default_factory=lambda: _env_list("STRIPE_WEBHOOK_SECRETS"))
@@ -58,6 +69,16 @@ class Settings(BaseModel):
         if self.housekeeping_s * 2 > self.reservation_ttl_s:
             raise ValueError(f"reservation_ttl_s ({self.reservation_ttl_s}) must be at least twice housekeeping_s "
                              f"({self.housekeeping_s}), or running jobs' reservations lapse between renewals")
+        return self
+
+    @model_validator(mode="after")
+    def _one_upload_fits_the_budget(self) -> "Settings":
+        # the largest upload allowed, with its decoded samples, must fit, or it is refused forever
+        largest = self.max_upload_mb + self.max_input_seconds * 44100 * 8 / 2**20
+        if self.upload_memory_mb < largest:
+            raise ValueError(f"upload_memory_mb ({self.upload_memory_mb:g}) must hold one upload of max_upload_mb "
+                             f"and its decoded samples ({largest:.0f} MiB for max_input_seconds "
+                             f"{self.max_input_seconds:g})")
         return self
 
     @model_validator(mode="after")

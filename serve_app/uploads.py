@@ -3,10 +3,17 @@
 The cap is enforced twice: a declared Content-Length above it is refused at once, and the
 body stream is counted as it arrives, so a chunked upload is cut off the moment it passes
 the cap. Either way the caller gets 413 before the whole body has been buffered.
+
+The body must also keep coming: no bytes for `idle_s`, or an average below `min_rate` bytes/s
+once `grace_s` have passed, ends the upload with 408 (a slow sender would otherwise hold an
+ingress slot for the proxy's whole request timeout). The multipart parser spools the file to
+disk past 1 MiB; it is read into memory only after the admission's memory budget granted it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +23,8 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from models.formats import EncodingError, check_encoding
+
+from .admission import Admission
 
 
 class UploadError(Exception):
@@ -63,6 +72,14 @@ class JobOptions(BaseModel):
         return v
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How slowly a body may arrive (see the module's docstring)."""
+    idle_s: float = 30.0
+    min_rate: float = 16384.0  # bytes per second, on average over the whole body
+    grace_s: float = 10.0
+
+
 @dataclass
 class Upload:
     data: bytes
@@ -70,7 +87,8 @@ class Upload:
     options: JobOptions
 
 
-async def read_upload(request: Request, max_bytes: int) -> Upload:
+async def read_upload(request: Request, max_bytes: int, pace: Pace | None = None,
+                      admission: Admission | None = None) -> Upload:
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
         raise UploadError(415, "unsupported-media-type",
@@ -80,14 +98,23 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
         raise UploadError(413, "payload-too-large", f"the upload is {int(declared)} bytes; the limit is {max_bytes}")
     received = 0
     receive = request.receive
+    pace = pace or Pace()
+    started = time.monotonic()
 
     async def counted():
         nonlocal received
-        message = await receive()
+        try:
+            message = await asyncio.wait_for(receive(), pace.idle_s)
+        except TimeoutError:
+            raise UploadError(408, "request-timeout", f"no part of the body arrived for {pace.idle_s:g} s") from None
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > max_bytes:
                 raise UploadError(413, "payload-too-large", f"the upload exceeds the limit of {max_bytes} bytes")
+            elapsed = time.monotonic() - started
+            if elapsed > pace.grace_s and message.get("more_body") and received < pace.min_rate * elapsed:
+                raise UploadError(408, "request-timeout", f"the body arrives at {received / elapsed:.0f} bytes/s; "
+                                                          f"at least {pace.min_rate:.0f} are needed")
         return message
 
     try:
@@ -104,6 +131,8 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
             raise UploadError(422, "bad-request", f"invalid options: {problems}") from None
+        if admission is not None and (refusal := admission.take(audio.size or 0)) is not None:
+            raise UploadError(refusal.status, refusal.slug, refusal.detail)
         return Upload(await audio.read(), audio.filename or "", options)
     finally:
         await form.close()

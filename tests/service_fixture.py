@@ -97,3 +97,23 @@ def start_service() -> tuple[Service, callable]:
         ray.shutdown()
 
     return service, stop
+
+
+def open_slow_upload(port: int, key: str):
+    """A multipart upload that declares 100 kB and has sent only its headers so far."""
+    boundary = "slowslowslow"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"x.wav\"\r\n"
+            "Content-Type: audio/wav\r\n\r\n").encode()
+    request = (f"POST /api/audio/separate HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+               f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 100000\r\n\r\n").encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=60)
+    s.sendall(request + head)
+    return s
+
+
+def status_of(sock) -> int:
+    try:
+        line = sock.recv(4096).split(b"\r\n", 1)[0]
+        return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0

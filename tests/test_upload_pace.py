@@ -1,0 +1,108 @@
+"""`read_upload` over real HTTP (uvicorn, raw sockets): a body that stalls or trickles is cut
+with 408, an upload past the memory budget is refused, a normal one passes. No Ray: the
+ingress calls exactly this function, and its integration test is in test_faults.py."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from service_fixture import free_port, wav_bytes
+from serve_app.admission import Admission, MemoryBudget, UploadGate
+from serve_app.uploads import Pace, UploadError, read_upload
+
+PACE = Pace(idle_s=2.0, min_rate=1000.0, grace_s=1.0)
+BUDGET = 200_000  # bytes
+
+
+@pytest.fixture(scope="module")
+def server():
+    import uvicorn
+
+    gate, budget = UploadGate(per_key=100, total=100), MemoryBudget(BUDGET)
+
+    async def upload(request: Request):
+        gate.enter("k")
+        admission = Admission(gate, "k", budget)
+        try:
+            got = await read_upload(request, 10_000_000, PACE, admission)
+            return JSONResponse({"bytes": len(got.data), "held": budget.held})
+        except UploadError as e:
+            return JSONResponse({"slug": e.slug}, status_code=e.status)
+        finally:
+            admission.release()
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/up", upload, methods=["POST"])]),
+                                        host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    yield port
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def open_upload(port: int) -> socket.socket:
+    boundary = "b0undary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"x.wav\"\r\n"
+            "Content-Type: audio/wav\r\n\r\n").encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(f"POST /up HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+              f"Content-Length: 100000\r\n\r\n".encode() + head)
+    return s
+
+
+def status(s: socket.socket) -> int:
+    return int(s.recv(4096).split(b"\r\n", 1)[0].split()[1])
+
+
+def test_a_trickling_body_is_cut_once_the_grace_has_passed(server):
+    s = open_upload(server)
+    t0 = time.monotonic()
+    try:
+        for _ in range(40):  # 1 byte every 0.2 s: 5 bytes/s, far below 1000
+            s.send(b"R")
+            time.sleep(0.2)
+            s.setblocking(False)
+            try:
+                if s.recv(1, socket.MSG_PEEK):
+                    break
+            except BlockingIOError:
+                pass
+            finally:
+                s.setblocking(True)
+        s.settimeout(10)
+        assert status(s) == 408
+        assert 1.0 <= time.monotonic() - t0 < 8.0  # cut soon after the 1 s grace, not at the idle timeout
+    finally:
+        s.close()
+
+
+def test_a_stalled_body_is_cut_after_the_idle_timeout(server):
+    s = open_upload(server)
+    t0 = time.monotonic()
+    try:
+        assert status(s) == 408
+        assert 2.0 <= time.monotonic() - t0 < 6.0
+    finally:
+        s.close()
+
+
+def test_budget_refuses_an_upload_it_cannot_hold_and_a_normal_one_passes(server):
+    url = f"http://127.0.0.1:{server}/up"
+    small = wav_bytes(0.5)  # ~88 kB
+    r = httpx.post(url, files={"audio": ("a.wav", small, "audio/wav")})
+    assert r.status_code == 200 and r.json() == {"bytes": len(small), "held": len(small)}
+    big = wav_bytes(2.0)  # ~353 kB, over the 200 kB budget
+    r = httpx.post(url, files={"audio": ("b.wav", big, "audio/wav")})
+    assert r.status_code == 503 and r.json()["slug"] == "busy"
