@@ -172,6 +172,21 @@ def latencies(svc, key, seconds: float) -> tuple[float, float]:
     return worst_health, worst_me
 
 
+def wait_answered(socks, at_least: int, timeout: float) -> int:
+    """Wait until `at_least` of the connections have a response to read; how many have."""
+    import selectors
+
+    with selectors.DefaultSelector() as sel:  # epoll: no limit on descriptor numbers
+        for s in socks:
+            sel.register(s, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while True:
+            readable = len(sel.select(timeout=0))
+            if readable >= at_least or time.monotonic() > deadline:
+                return readable
+            time.sleep(0.2)
+
+
 def test_slow_uploads_from_one_key_starve_nobody(svc, user):
     port = int(svc.url.rsplit(":", 1)[1])
     _, slow_key = user("free")
@@ -190,8 +205,11 @@ def test_slow_uploads_from_one_key_starve_nobody(svc, user):
 
     threading.Thread(target=trickle, daemon=True).start()
     try:
-        # past the 3 s grace, while the slow ones still trickle
-        health, me = latencies(svc, other, 8)
+        # the refusals come first and at once (here all 300 requests share one starved process
+        # with the server, so "at once" is measured from the burst, not per request) ...
+        answered = wait_answered(socks, at_least=250, timeout=120)
+        # ... then, while the admitted ones still trickle, nobody else waits behind them
+        health, me = latencies(svc, other, 6)
         statuses = [status_of(s) for s in socks]
     finally:
         stop.set()
@@ -199,6 +217,7 @@ def test_slow_uploads_from_one_key_starve_nobody(svc, user):
             s.close()
     # every one was answered: the key's uploads in progress (2 at a time; a cut one frees its
     # place for a later connection) were cut for their pace, the rest refused at once
+    assert answered >= 250
     assert set(statuses) == {408, 429} and statuses.count(408) >= 2, statuses
     assert statuses.count(429) >= 250, statuses.count(429)
     assert health < 1.0, f"/healthz took {health:.2f} s behind the slow uploads"
