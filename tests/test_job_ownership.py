@@ -6,33 +6,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import types
-import uuid
 
 import pytest
-from sqlmodel import Session
 
-from entitlements import authorize_and_consume
-from entitlements.accounts import create_user
-from entitlements.schema import UsageEvent
-from serve_app.jobs import Job, JobStore
+from serve_app.jobs import JobStore
+
+from job_fixtures import new_job, usage
 
 
 @pytest.fixture
 def store(db, tmp_path):
     return JobStore(db, tmp_path / "results")
 
-
-def new_job(db, store, ttl_s=3600) -> Job:
-    user, key = create_user(db, f"{uuid.uuid4().hex}@x", "pro")
-    decision = authorize_and_consume(db, "stem_split", api_key=key, ttl_s=ttl_s)
-    return store.create(Job(id=uuid.uuid4().hex, user_id=user.id, task="separate", variant="2stem",
-                            model="two_stem", plan="pro", priority="normal", input_seconds=1.0,
-                            usage_event_id=decision.event_id))
-
-
-def usage(db, job: Job) -> UsageEvent:
-    with Session(db) as s:
-        return s.get(UsageEvent, job.usage_event_id)
 
 
 def test_follow_record_fails_a_lost_queued_job_but_waits_for_a_running_one(db, store):
