@@ -1,4 +1,4 @@
-"""`locoserve separate | data synth | train | eval`: the engine and training from a shell
+"""`locoserve separate | data synth | train | fold | eval`: the engine and training from a shell
 (`separate` itself lives in `separate_cli`)."""
 
 from __future__ import annotations
@@ -41,6 +41,21 @@ def _train(args: argparse.Namespace) -> int:
     if args.export:
         sha = trainer.export(args.export)
         print(f"exported {args.export} (sha256 {sha})")
+    return 0
+
+
+def _fold(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .config import load_config
+    from .fold import fold_into
+
+    source = load_checkpoint(args.checkpoint)
+    model = fold_into(source, load_config(args.variant, source.config.size))
+    training = {**source.training, "folded_from": {"checkpoint": source.path.name, "sha256": source.sha256,
+                                                   "stems": list(source.stems)}}
+    sha = save_checkpoint(args.out, model, training)
+    print(f"folded {source.path.name} ({', '.join(source.stems)}) into {args.out} "
+          f"({', '.join(model.stems)}; sha256 {sha})")
     return 0
 
 
@@ -108,6 +123,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also export the EMA weights every N steps to <out>/ema-<step>.pt")
     p.add_argument("--export", help="write the EMA weights as a shipping checkpoint when done")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("fold", help="turn a checkpoint into a coarser variant by summing stems (no training)")
+    p.add_argument("--checkpoint", required=True, help="e.g. a 5stem checkpoint")
+    p.add_argument("--variant", required=True, choices=variants(), help="e.g. 2stem")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_fold)
 
     p = sub.add_parser("eval", help="score a checkpoint on held-out clips through the engine")
     p.add_argument("--variant", required=True, choices=variants())

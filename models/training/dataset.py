@@ -24,6 +24,7 @@ import soundfile as sf
 from scipy.signal import butter, sosfiltfilt
 
 from .. import audio
+from ..stem_map import composition
 from . import corpus
 
 MUSDB_MAP = {"vocals": "vocals", "drums": "drums", "bass": "bass", "instruments": "other"}
@@ -121,16 +122,8 @@ def augment_for(kind: str) -> Augment:
 
 
 def _targets(stems: np.ndarray, store_stems: tuple[str, ...], outputs: tuple[str, ...]) -> np.ndarray:
-    """Map store stems to model outputs; 'instrumental' is the sum of everything but vocals."""
-    out = []
-    for name in outputs:
-        if name in store_stems:
-            out.append(stems[store_stems.index(name)])
-        elif name == "instrumental":
-            out.append(sum(stems[i] for i, s in enumerate(store_stems) if s != "vocals"))
-        else:
-            raise ValueError(f"the data has no stem {name!r} (it has {list(store_stems)})")
-    return np.stack(out)
+    """Map store stems to model outputs (`models.stem_map`: 'instrumental' is all but vocals)."""
+    return np.stack([stems[list(idx)].sum(axis=0) for idx in composition(outputs, store_stems)])
 
 
 class Remixer:

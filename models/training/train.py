@@ -24,6 +24,7 @@ import torch
 from ..bslocoformer import BSLocoformer
 from ..checkpoint import build_model, load_checkpoint, save_checkpoint
 from ..config import load_config
+from ..fold import fold_into
 from .dataset import Augment, Remixer, StemStore, augment_for
 from .losses import separation_loss
 
@@ -87,13 +88,21 @@ def _stores(cfg: TrainConfig) -> tuple[StemStore, np.ndarray, np.ndarray]:
 
 
 def _init_from(model: BSLocoformer, path: str) -> None:
-    """Copy every tensor whose name and shape match (the backbone of another variant)."""
-    theirs = build_model(load_checkpoint(path)).state_dict()
+    """Start from another checkpoint: folded into this variant's stems where its decoder allows
+    (`models.fold`: every tensor carries over), else every tensor whose name and shape match
+    (the backbone of another variant; the decoders start afresh)."""
+    ckpt = load_checkpoint(path)
+    theirs, how = build_model(ckpt).state_dict(), "matched"
+    if ckpt.stems != model.stems:
+        try:
+            theirs, how = fold_into(ckpt, model.cfg).state_dict(), "folded"
+        except ValueError:  # FoldError, or stems that no sum of theirs makes (speech → music)
+            pass
     mine = model.state_dict()
     shared = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
     mine.update(shared)
     model.load_state_dict(mine)
-    print(f"initialised {len(shared)}/{len(mine)} tensors from {path}", flush=True)
+    print(f"initialised {len(shared)}/{len(mine)} tensors from {path} ({how})", flush=True)
 
 
 class Trainer:
