@@ -21,7 +21,6 @@ import math
 import threading
 import time
 
-import numpy as np
 import ray
 from ray import serve
 
@@ -30,6 +29,7 @@ from models.engine import SeparationEngine
 from models.mastering import enhance_highpass
 
 from .jobs import JobStore
+from .recovery import replica_name
 from .settings import Settings
 
 log = logging.getLogger("ray.serve")
@@ -81,6 +81,7 @@ class ModelReplica:
         self.s = Settings(**settings)
         self.db = open_database(self.s.database_url, sync_plans=False)
         self.jobs = JobStore(self.db, self.s.results_dir)
+        self.replica = replica_name()  # recorded on every job it starts: the dispatcher checks it is alive
         threads = assigned_cpus(getattr(self.s, self.cpus_setting))
         torch.set_num_threads(threads)
         self.engines = {
@@ -93,9 +94,10 @@ class ModelReplica:
             log.info("%s: %s on %s (threads %d, weights %s%s)", type(self).__name__, v, e.choice.device,
                      threads, e.weights_sha256[:12], ", fallback: " + e.choice.reason if e.choice.fallback else "")
 
-    async def run(self, spec: dict, audio: np.ndarray) -> dict:
+    async def run(self, spec: dict) -> dict:
+        """Run a queued job from its stored input (serve_app/jobs.py)."""
         cancel = threading.Event()
-        work = asyncio.get_running_loop().run_in_executor(None, self._run, spec, audio, cancel)
+        work = asyncio.get_running_loop().run_in_executor(None, self._run, spec, cancel)
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -103,11 +105,12 @@ class ModelReplica:
             await asyncio.wait([work])  # the slot stays busy until the thread has stopped
             raise
 
-    def _run(self, spec: dict, audio: np.ndarray, cancel: threading.Event) -> dict:
+    def _run(self, spec: dict, cancel: threading.Event) -> dict:
         job_id = spec["job_id"]
         engine = self.engines[spec["variant"]]
-        if not self.jobs.start(job_id, str(engine.choice.device), engine.choice.fallback, engine.choice.reason):
-            return {"status": "skipped"}  # cancelled between dequeue and start
+        if not self.jobs.start(job_id, str(engine.choice.device), engine.choice.fallback, engine.choice.reason,
+                               self.replica):
+            return {"status": "skipped"}  # cancelled between dequeue and start, or run by another call
         keepalive = Keepalive(self.db, spec["usage_event_id"], self.s.reservation_ttl_s)
         keepalive.renew()
         last = [0.0]
@@ -123,9 +126,10 @@ class ModelReplica:
 
         enhance = spec["task"] == "enhance"
         try:
+            # decoded here from the upload as stored, block by block, with the ingress's limit
             result = engine.separate(
-                audio, self.jobs.result_dir(job_id), fmt=spec["format"], bitrate=spec.get("bitrate"),
-                normalize=spec["normalize"],
+                str(self.jobs.input_path(job_id)), self.jobs.result_dir(job_id), fmt=spec["format"],
+                bitrate=spec.get("bitrate"), normalize=spec["normalize"], max_seconds=self.s.max_input_seconds,
                 progress=progress, extra_filters=(lambda stem: [enhance_highpass(44100)] if stem == "speech" else [])
                 if enhance else None, stems_normalize={"speech": "master"} if enhance else None)
         except JobCancelled:

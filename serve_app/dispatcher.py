@@ -6,15 +6,18 @@ model it runs `slots` worker coroutines (replicas × max_ongoing_requests), each
 best queued job and awaiting the model. Serve's router therefore never holds a queue of
 ours, and Serve's strict max_ongoing_requests=1 is only the safety net.
 
-The audio travels as an ObjectRef nested in a list, which Ray passes through untouched; a
-worker hands it to the model as a top-level argument, which Ray resolves inside the model
-replica. The samples never enter this process.
+The dispatcher holds no state that the job records do not: the input of every job lies in
+the data folder before the job is queued (the model replica reads it there), and a new
+replica rebuilds the queue from the `queued` records, then keeps reconciling every
+`recovery_s` (serve_app/recovery.py). So the replica can be killed at any time: its queued
+jobs wait for the next one, in their order; runs it had started go on and settle themselves.
 
 Outcomes decided here, and settled here: rejected (queue full: refunded, and said to the
 caller as a return value), cancelled while queued (the caller disconnected or sent DELETE:
 refunded), lost before it started (refunded). A job that reached a model replica is settled
 by that run, never here on a guess: only a verified death of the replica (Ray's
-ActorDiedError) or a job that had not started yet is settled by the dispatcher. Any other
+ActorDiedError, or Ray's word that the named actor is gone) makes the dispatcher retry the
+job once or fail and refund it, and otherwise it settles only jobs that had not started. Any other
 error of the call (a timeout, an unreachable actor) leaves the running job to its run, whose
 reservation the run keeps alive; the sweeper settles it only once that stops.
 
@@ -29,15 +32,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import timezone
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from entitlements import extend, open_database, sweep
+from entitlements.schema import utcnow
 
-from .jobs import JobStore
+from .jobs import Job, JobStore, spec_of
 from .metrics import Metrics
 from .queue import Entry, PriorityJobQueue, QueueFull
+from .recovery import replica_exists, settle_lost_run
 from .settings import Settings
 
 log = logging.getLogger("ray.serve")
@@ -68,6 +74,7 @@ class Dispatcher:
         self._tasks = [asyncio.get_event_loop().create_task(self._worker(name))
                        for name, n in slots.items() for _ in range(n)]
         self._tasks.append(asyncio.get_event_loop().create_task(self._housekeeping()))
+        self._tasks.append(asyncio.get_event_loop().create_task(self._recovery()))
 
     def _gauge(self, model: str) -> None:
         for level, depth in self.queues[model].depth().items():
@@ -78,24 +85,30 @@ class Dispatcher:
         if entry.future is not None and not entry.future.done():
             entry.future.set_result(outcome)
 
-    async def enqueue(self, spec: dict, audio: list) -> dict:
-        """Queue a job and answer at once; `audio` is [ObjectRef], kept (not resolved) here.
+    def _hold(self, spec: dict, *, enqueued: float | None = None, force: bool = False) -> Entry:
+        entry = self.queues[spec["model"]].put(spec["job_id"], spec["priority"], spec, enqueued=enqueued, force=force)
+        entry.future = asyncio.get_running_loop().create_future()
+        self.entries[spec["job_id"]] = entry
+        self._gauge(spec["model"])
+        return entry
+
+    async def enqueue(self, spec: dict) -> dict:
+        """Queue a job (its record and stored input exist) and answer at once.
 
         {"queued": True, "position": n}, or {"queued": False, "reason": "queue-full", "detail",
         "retry_after"}: a full queue is an answer, not an exception (see the module's docstring);
         the refused job is already failed and refunded when this returns."""
         model, job_id = spec["model"], spec["job_id"]
         queue = self.queues[model]
+        if job_id in self.entries:  # a recovery round found its record first
+            return {"queued": True, "position": queue.position(job_id)}
         try:
-            entry = queue.put(job_id, spec["priority"], (spec, audio[0]))
+            self._hold(spec)
         except QueueFull as e:
             await asyncio.to_thread(self.jobs.finish, job_id, "failed", error=f"refused: {e}",
                                     refund_reason="queue full")
             self.metrics.outcomes.inc(tags={"model": model, "outcome": "rejected"})
             return {"queued": False, "reason": "queue-full", "detail": str(e), "retry_after": self.s.retry_after_s}
-        entry.future = asyncio.get_running_loop().create_future()
-        self.entries[job_id] = entry
-        self._gauge(model)
         return {"queued": True, "position": queue.position(job_id)}
 
     async def wait(self, job_id: str) -> dict:
@@ -148,10 +161,10 @@ class Dispatcher:
             self._gauge(model)
             if entry.future is None or entry.future.done():
                 continue
-            spec, ref = entry.payload
+            spec = entry.payload
             self.metrics.queue_wait.observe(time.monotonic() - entry.enqueued,
                                             tags={"model": model, "priority": spec["priority"]})
-            response = handle.remote(spec, ref)
+            response = handle.remote(spec)
             self.running[entry.job_id] = (response, spec["usage_event_id"])
             started = time.monotonic()
             try:
@@ -164,6 +177,11 @@ class Dispatcher:
             self.metrics.outcomes.inc(tags={"model": model, "outcome": result.get("status", "unknown")})
             if result.get("fallback"):
                 self.metrics.fallbacks.inc(tags={"model": model})
+            if result["status"] == "requeued":  # its replica died; it runs again, keeping its place
+                again = queue.put(entry.job_id, spec["priority"], spec, enqueued=entry.enqueued, force=True)
+                again.future, self.entries[entry.job_id] = entry.future, again
+                self._gauge(model)
+                continue
             self._resolve(entry, result)
 
     def _call_failed(self, job_id: str, model: str, e: Exception) -> str:
@@ -176,9 +194,10 @@ class Dispatcher:
             return "cancelled"
         if replica_died(e):
             log.error("job %s: the %s replica died under it: %s", job_id, model, e)
-            self.jobs.finish(job_id, "failed", error="the model replica running it stopped; refunded",
-                             refund_reason=f"replica died: {type(e).__name__}")
-            return "failed"
+            job = self.jobs.get(job_id)
+            if job is None or job.status not in ("queued", "running"):
+                return job.status if job is not None else "failed"
+            return settle_lost_run(self.jobs, job, self.s.run_retries) or "running-elsewhere"
         # not a verified death: a running job stays its run's to settle (its reservation lapses,
         # and the sweeper fails it, only if the run stops reporting progress)
         log.warning("job %s: the call to %s raised %s; its run, if it started, settles it", job_id, model,
@@ -187,6 +206,40 @@ class Dispatcher:
                             refund_reason=f"not started: {type(e).__name__}", only_from=("queued",)):
             return "failed"
         return "running-elsewhere"
+
+    async def _recovery(self) -> None:
+        """Rebuild the queue from the records at start, then reconcile every `recovery_s`."""
+        while True:
+            try:
+                await self._recover()
+            except Exception:
+                log.exception("recovery round failed; retrying next round")
+            await asyncio.sleep(self.s.recovery_s)
+
+    def _arrival(self, job: Job) -> float:
+        """The job's arrival on the queues' (monotonic) clock, from its record."""
+        created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=timezone.utc)
+        return time.monotonic() - max(0.0, (utcnow() - created).total_seconds())
+
+    async def _recover(self) -> None:
+        rebuilt = 0
+        for job in await asyncio.to_thread(self.jobs.active, "queued"):
+            if job.id not in self.entries:
+                self._hold(spec_of(job), enqueued=self._arrival(job), force=True)
+                rebuilt += 1
+        if rebuilt:
+            log.warning("queued %d jobs from their records (a previous dispatcher held them)", rebuilt)
+        for job in await asyncio.to_thread(self.jobs.active, "running"):
+            # this replica's own calls are settled by the worker that made them
+            if job.id in self.entries or job.replica is None:
+                continue
+            if await asyncio.to_thread(replica_exists, job.replica) is not False:
+                continue
+            outcome = await asyncio.to_thread(settle_lost_run, self.jobs, job, self.s.run_retries)
+            if outcome == "requeued":
+                self._hold(spec_of(job), enqueued=self._arrival(job), force=True)
+            elif outcome == "failed":
+                self.metrics.outcomes.inc(tags={"model": job.model, "outcome": "failed"})
 
     async def _housekeeping(self) -> None:
         """Release reservations of dead workers' jobs; delete results past their retention."""
@@ -200,6 +253,7 @@ class Dispatcher:
                 released = await asyncio.to_thread(sweep, self.db)
                 await asyncio.to_thread(self.jobs.fail_orphans)
                 expired = await asyncio.to_thread(self.jobs.expire_results, self.s.results_ttl_s)
+                await asyncio.to_thread(self.jobs.expire_inputs)
                 if released or expired:
                     log.info("housekeeping: %d reservations released, %d results deleted", released, expired)
             except Exception:

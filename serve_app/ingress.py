@@ -3,8 +3,9 @@ database calls and decoding run in threads, off the event loop).
 
 A job request goes: key check (401/403 before reading the upload) → multipart under a size
 cap (413) → decode and validate the audio (4xx, nothing charged) → authorize_and_consume
-(usage recorded before any inference; 402/403/429) → job record → audio into the object
-store → the dispatcher, by reference.
+(usage recorded before any inference; 402/403/429) → the upload stored durably in the data
+folder → job record (queued) → the dispatcher, by id. From the record and the stored input
+any dispatcher can queue the job again, and any model replica can run it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
-import numpy as np
-import ray
 from ray import serve
 from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
@@ -30,14 +29,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from entitlements import EntitlementError, Unauthorized, authorize_and_consume, open_database, peek, state
+from entitlements import EntitlementError, Unauthorized, authorize_and_consume, open_database, peek, settle, state
 from entitlements.accounts import seed_demo_users
 from entitlements.stripe_webhooks import handle as handle_webhook
 from models import audio
 from models.naming import download_name, track_name
 from models.formats import MEDIA_TYPES
 
-from .jobs import ACTIVE, Job, JobStore, describe
+from .jobs import ACTIVE, Job, JobStore, describe, spec_of
 from .admission import Admission, MemoryBudget, Refusal, UploadGate
 from .metrics import IngressMetrics
 from .outcome import follow_record
@@ -53,6 +52,9 @@ TASKS = {"separate": "stem_split", "clean": "audio_clean", "enhance": "audio_enh
 MAX_IDEMPOTENCY_KEY = 255  # characters, as Stripe allows; stored with the usage event
 POSITION_WAIT_S = 0.5  # a status poll answers from the record after this, position unknown
 CANCEL_WAIT_S = 5.0
+# how long a submission keeps offering a job to the dispatcher while its replica is replaced
+# (Serve starts a new one within seconds); past it the job is refunded and the caller told 503
+ENQUEUE_RETRY_S = 15.0
 SUBMIT_THREADS = 8
 
 
@@ -101,7 +103,6 @@ class Ingress:
         except RayServeException:  # Serve's local testing mode (tests) has no replica context
             app_name = None
         self.readiness = Readiness(app_name)
-        self._detached: set[asyncio.Task] = set()
         # Submissions' blocking work (key checks, decoding, charging) runs in a pool of its own:
         # in the default one, a burst of uploads queued every status poll and /api/me behind it
         self._submit_pool = ThreadPoolExecutor(SUBMIT_THREADS, thread_name_prefix="submit")
@@ -239,40 +240,58 @@ class Ingress:
                   entitlement={k: v for k, v in decision.to_dict().items()
                                if k in ("capability", "source", "limit", "used", "remaining", "reset_at",
                                         "credits_remaining")})
-        await self._submitting(self.jobs.create, job)
-        spec = {"job_id": job.id, "task": task, "variant": variant, "model": job.model, "priority": job.priority,
-                "format": opts.format, "bitrate": opts.bitrate, "normalize": opts.normalize,
-                "usage_event_id": decision.event_id}
-        # a copy into the object store, off the loop; Serve's local testing mode (tests, no Ray
-        # cluster) has no object store, and there the dispatcher passes the array itself
-        ref = (await self._submitting(ray.put, np.ascontiguousarray(samples)) if ray.is_initialized()
-               else samples)
-        del samples, upload
-        admission.release()  # the upload and its samples have left this process's memory
-        try:  # nested in a list: the dispatcher passes the reference on and never resolves it
-            queued = await self.dispatcher.enqueue.remote(spec, [ref])
+        del samples
+        try:  # the input first: a queued record is runnable by whichever dispatcher reads it
+            await self._submitting(self.jobs.save_input, job.id, upload.data)
+        except OSError as e:
+            log.exception("job %s: could not store the upload", job.id)
+            await self._submitting(settle, self.db, decision.event_id, ok=False,
+                                    reason=f"input not stored: {type(e).__name__}")
+            return problem(503, "unavailable", "Storage unavailable", "the upload could not be stored; nothing "
+                           "was charged", {"Retry-After": str(self.s.retry_after_s)})
+        try:
+            await self._submitting(self.jobs.create, job)
         except Exception:
-            log.exception("job %s: the dispatcher did not take it", job.id)
+            await self._submitting(self.jobs.drop_input, job.id)
+            await self._submitting(settle, self.db, decision.event_id, ok=False, reason="job record not written")
+            raise
+        del upload
+        admission.release()  # the upload and its samples have left this process's memory
+        queued = await self._enqueue(job)
+        if queued is None:
             # nothing ran it: refunded unless something did start it meanwhile
-            await self._submitting(self.jobs.finish, job.id, "failed", error="the dispatcher was unavailable",
-                                    refund_reason="dispatcher unavailable", only_from=("queued",))
-            return problem(503, "unavailable", "Dispatcher unavailable", "the job could not be queued; it was "
-                           "refunded", {"Retry-After": str(self.s.retry_after_s)}, job_id=job.id, refunded=True)
-        if not queued["queued"]:  # back-pressure, said as such whatever the wait mode
+            if await self._submitting(self.jobs.finish, job.id, "failed", error="the dispatcher was unavailable",
+                                      refund_reason="dispatcher unavailable", only_from=("queued",)):
+                return problem(503, "unavailable", "Dispatcher unavailable", "the job could not be queued; it "
+                               "was refunded", {"Retry-After": str(self.s.retry_after_s)}, job_id=job.id,
+                               refunded=True)
+        elif not queued["queued"]:  # back-pressure, said as such whatever the wait mode
             return problem(503, queued["reason"], "Queue full", f"{queued['detail']}; the job was refunded",
                            {"Retry-After": str(queued["retry_after"])}, job_id=job.id, refunded=True)
         if not opts.wait:
-            # the object store keeps the audio while its owner holds a reference: this task does,
-            # until the job has ended
-            task_ = asyncio.ensure_future(self._follow(job.id, ref))
-            self._detached.add(task_)
-            task_.add_done_callback(self._detached.discard)
             return self._job_response(request, await self._submitting(self.jobs.get, job.id), False, headers,
                                       status=202)
-        job = await self._follow(job.id, ref)
+        job = await self._follow(job.id)
         return self._job_response(request, job, opts.debug, headers)
 
-    async def _follow(self, job_id: str, ref) -> Job:
+    async def _enqueue(self, job: Job) -> dict | None:
+        """The dispatcher's answer; None if no dispatcher took the job within ENQUEUE_RETRY_S."""
+        deadline = asyncio.get_running_loop().time() + ENQUEUE_RETRY_S
+        delay = 0.25
+        while True:
+            try:
+                return await self.dispatcher.enqueue.remote(spec_of(job))
+            except Exception as e:  # noqa: BLE001 (a dead or replaced replica: Serve routes to the next)
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    log.error("job %s: no dispatcher took it within %g s (%s)", job.id, ENQUEUE_RETRY_S,
+                              type(e).__name__)
+                    return None
+                log.warning("job %s: the dispatcher did not take it (%s); offering it again", job.id,
+                            type(e).__name__)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
+
+    async def _follow(self, job_id: str) -> Job:
         """Wait until the job has ended and return its record, which decides (see `outcome`)."""
         try:
             await self.dispatcher.wait.remote(job_id)

@@ -1,16 +1,22 @@
 """Durable job records, in the same database as the entitlements.
 
-A job's state survives the restart of any replica: the ingress creates it (queued), the
-model replica marks it running and reports progress, and whoever ends it (the replica, or
-the dispatcher for jobs that never reached one) moves it to done, failed or cancelled by a
-compare-and-set on its current state, then settles its usage event: committed when done,
-released (refunded) otherwise.
+A job's state survives the restart of any replica: the ingress stores its input and creates
+it (queued), the model replica marks it running (naming itself) and reports progress, and
+whoever ends it (the replica, or the dispatcher for jobs that never reached one) moves it to
+done, failed or cancelled by a compare-and-set on its current state, then settles its usage
+event: committed when done, released (refunded) otherwise.
+
+The input (the upload as received) lies in `inputs/` beside `results/` under the data
+folder, which every node shares, until the job ends: the queue is rebuilt from the `queued`
+records and a run on a lost replica restarts from it (serve_app/recovery.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Optional
@@ -25,6 +31,7 @@ from entitlements.schema import iso, utcnow
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
+INPUT_GRACE_S = 3600  # an input file without an active job is deleted after this (a crash mid-submit)
 
 
 class Job(SQLModel, table=True):
@@ -36,7 +43,7 @@ class Job(SQLModel, table=True):
     model: str  # two_stem | five_stem
     plan: str
     priority: str
-    status: str = "queued"
+    status: str = Field(default="queued", index=True)
     progress: float = 0.0
     input_seconds: float
     format: str = "wav"
@@ -52,6 +59,10 @@ class Job(SQLModel, table=True):
     stems: Optional[list] = Field(default=None, sa_column=Column(JSON))
     engine_metadata: Optional[dict] = Field(default=None, sa_column=Column(JSON))
     error: Optional[str] = None
+    # the Ray actor name of the model replica running it: a new dispatcher asks Ray whether it
+    # still exists; None where unknown (Serve's local testing mode, records from older versions)
+    replica: Optional[str] = None
+    attempts: Optional[int] = None  # runs started on a replica that was then lost (None: none)
     created_at: datetime = Field(default_factory=utcnow)
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
@@ -69,9 +80,51 @@ class JobStore:
             self.results_dir.chmod(0o700)
         except PermissionError:  # shared storage created by another account: say so, still serve
             log.warning("cannot make %s owner-only (0700): it belongs to another user", self.results_dir)
+        self.inputs_dir = self.results_dir.parent / "inputs"
+        self.inputs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def result_dir(self, job_id: str) -> Path:
         return self.results_dir / job_id
+
+    def input_path(self, job_id: str) -> Path:
+        return self.inputs_dir / job_id
+
+    def save_input(self, job_id: str, data: bytes) -> Path:
+        """Write the upload durably (fsync, then an atomic rename): a job is queued only after
+        this, so whichever dispatcher or replica comes next can still run it."""
+        path = self.input_path(job_id)
+        tmp = path.with_name(f".{job_id}.part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return path
+
+    def drop_input(self, job_id: str) -> None:
+        self.input_path(job_id).unlink(missing_ok=True)
+
+    def expire_inputs(self, grace_s: float = INPUT_GRACE_S) -> int:
+        """Delete inputs whose job is not active (its end was settled by a process that died
+        before deleting it, or the submit failed between the file and the record)."""
+        removed = 0
+        cutoff = time.time() - grace_s
+        for path in self.inputs_dir.iterdir():
+            try:
+                if path.stat().st_mtime > cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
+            job = self.get(path.name.lstrip(".").removesuffix(".part"))
+            if job is None or job.status not in ACTIVE:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def create(self, job: Job) -> Job:
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
@@ -88,20 +141,33 @@ class JobStore:
         with Session(self.engine) as s:
             return s.exec(select(Job).where(Job.usage_event_id == usage_event_id)).first()
 
-    def _cas(self, job_id: str, allowed: tuple[str, ...], **values) -> bool:
+    def _cas(self, job_id: str, allowed: tuple[str, ...], where: tuple = (), **values) -> bool:
         with Session(self.engine) as s, s.begin():
-            res = s.execute(update(Job).where(Job.id == job_id, Job.status.in_(allowed)).values(**values))
+            res = s.execute(update(Job).where(Job.id == job_id, Job.status.in_(allowed), *where).values(**values))
             return res.rowcount == 1
 
-    def start(self, job_id: str, device: str, fallback: bool, reason: str | None) -> bool:
+    def start(self, job_id: str, device: str, fallback: bool, reason: str | None,
+              replica: str | None = None) -> bool:
         return self._cas(job_id, ("queued",), status="running", started_at=utcnow(), device=device,
-                         fallback=fallback, fallback_reason=reason)
+                         fallback=fallback, fallback_reason=reason, replica=replica)
+
+    def active(self, status: str) -> list[Job]:
+        """Jobs in `status` (queued or running), oldest first."""
+        with Session(self.engine) as s:
+            return list(s.exec(select(Job).where(Job.status == status).order_by(Job.created_at)).all())
+
+    def retry(self, job: Job) -> bool:
+        """Back to `queued` for another run (its input is still stored), counted in `attempts`;
+        a CAS on the state read (status, replica, attempts), so that of two dispatchers that saw
+        the same lost run only one retries it, and a run that ended the job after all wins."""
+        return self._cas(job.id, tuple(set(ACTIVE) & {job.status}), same_run(job), status="queued", started_at=None, progress=0.0,
+                         device=None, replica=None, attempts=(job.attempts or 0) + 1)
 
     def progress(self, job_id: str, fraction: float) -> None:
         self._cas(job_id, ("running",), progress=round(fraction, 4))
 
     def finish(self, job: Job | str, status: str, *, refund_reason: str | None = None,
-               only_from: tuple[str, ...] = ACTIVE, **values) -> bool:
+               only_from: tuple[str, ...] = ACTIVE, where: tuple = (), **values) -> bool:
         """End an active job; settle its usage (commit if done, refund otherwise). False if it had
         already ended, or was not in `only_from` (("queued",): only if no run has started it;
         a started job is its run's to end). Nothing is settled twice: the usage event has its
@@ -112,8 +178,9 @@ class JobStore:
         values |= {"status": status, "finished_at": utcnow()}
         if status == "done":
             values["progress"] = 1.0
-        if not self._cas(job.id, only_from, **values):
+        if not self._cas(job.id, only_from, where, **values):
             return False
+        self.drop_input(job.id)
         settle(self.engine, job.usage_event_id, ok=status == "done",
                reason=None if status == "done" else (refund_reason or status))
         return True
@@ -125,8 +192,11 @@ class JobStore:
         with Session(self.engine) as s:
             ids = s.exec(select(Job.id).join(UsageEvent, UsageEvent.id == Job.usage_event_id)
                          .where(Job.status.in_(ACTIVE), UsageEvent.status == "released")).all()
-        return sum(self._cas(i, ACTIVE, status="failed", finished_at=utcnow(),
-                             error="lost: the worker running it stopped (refunded)") for i in ids)
+        failed = [i for i in ids if self._cas(i, ACTIVE, status="failed", finished_at=utcnow(),
+                                              error="lost: the worker running it stopped (refunded)")]
+        for i in failed:
+            self.drop_input(i)
+        return len(failed)
 
     def expire_results(self, older_than_s: int) -> int:
         """Delete result files of jobs that ended more than `older_than_s` ago."""
@@ -137,6 +207,19 @@ class JobStore:
             shutil.rmtree(self.result_dir(job_id), ignore_errors=True)
             self._cas(job_id, ("done", "failed", "cancelled"), results_deleted_at=utcnow())
         return len(ids)
+
+
+def same_run(job: Job) -> tuple:
+    """Conditions that hold while the record is still at the run `job` was read at."""
+    return ((Job.replica == job.replica) if job.replica is not None else Job.replica.is_(None),
+            (Job.attempts == job.attempts) if job.attempts is not None else Job.attempts.is_(None))
+
+
+def spec_of(job: Job) -> dict:
+    """What the dispatcher and the model replica need to run the job, from its record alone."""
+    return {"job_id": job.id, "task": job.task, "variant": job.variant, "model": job.model,
+            "priority": job.priority, "format": job.format, "bitrate": job.bitrate, "normalize": job.normalize,
+            "usage_event_id": job.usage_event_id}
 
 
 def describe(job: Job, base: str = "") -> dict:

@@ -47,12 +47,21 @@ class PriorityJobQueue:
         aged = int((now - e.enqueued) // self.aging_s) if self.aging_s else 0
         return max(0, e.level - aged), e.enqueued, e.seq
 
-    def put(self, job_id: str, priority: str, payload: Any = None) -> Entry:
+    def put(self, job_id: str, priority: str, payload: Any = None, *, enqueued: float | None = None,
+            force: bool = False) -> Entry:
+        """`enqueued`: when it arrived on this queue's clock (a job rebuilt from its record keeps
+        its place and its aging); `force`: past the depth bound, for jobs accepted already."""
         level = LEVELS.index(priority)
-        if len(self._levels[level]) >= self.max_depth:
+        if not force and len(self._levels[level]) >= self.max_depth:
             raise QueueFull(priority, self.max_depth)
-        entry = Entry(job_id, level, self.clock(), next(self._seq), payload)
-        self._levels[level].append(entry)
+        entry = Entry(job_id, level, self.clock() if enqueued is None else enqueued, next(self._seq), payload)
+        q = self._levels[level]
+        # each level stays in arrival order (pop looks only at heads): a job rebuilt with an
+        # earlier arrival goes before the later ones
+        at = len(q)
+        while at > 0 and q[at - 1].enqueued > entry.enqueued:
+            at -= 1
+        q.insert(at, entry)
         if self._ready is not None:
             self._ready.set()
         return entry

@@ -39,6 +39,10 @@ class Settings(BaseModel):
     queue_max_depth: int = 100  # per priority level and model
     aging_s: float = 120.0  # a job waiting this long rises one priority level
     retry_after_s: int = 30
+    # a dispatcher queues the `queued` records it does not hold and looks for runs whose model
+    # replica is gone this often (serve_app/recovery.py); such a run is retried this many times
+    recovery_s: float = Field(default=2.0, gt=0)
+    run_retries: int = Field(default=1, ge=0)
 
     # requests and results
     max_upload_mb: float = 200.0

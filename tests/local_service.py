@@ -5,7 +5,8 @@ Serve and called through Serve's handles, with real engines, a real SQLite datab
 real decoding; what local testing mode leaves out is Ray itself: all replicas run in this
 process and objects pass by value. That makes it a check of the API and of the dispatcher's
 protocol that runs where a Ray cluster cannot start (a loaded CI machine); what needs
-separate processes (a replica killed under a job) is in test_faults.py, on a real Ray.
+separate processes (a Dispatcher or an application killed under its jobs) is in
+test_dispatcher_faults.py, on a real Ray.
 """
 
 from __future__ import annotations

@@ -87,3 +87,15 @@ def test_get_waits_for_work():
         return (await asyncio.wait_for(getter, 1)).job_id
 
     assert asyncio.run(main()) == "x"
+
+
+def test_a_rebuilt_job_keeps_its_arrival_order_and_may_pass_the_depth_bound():
+    clock = Clock()
+    q = PriorityJobQueue(max_depth=1, aging_s=None, clock=clock)
+    clock.t = 100
+    q.put("late", "low")
+    with pytest.raises(QueueFull):
+        q.put("other", "low")
+    q.put("early", "low", enqueued=50, force=True)  # from its record: it arrived first
+    q.put("vip", "high", enqueued=90, force=True)
+    assert [q.pop().job_id for _ in range(3)] == ["vip", "early", "late"]
