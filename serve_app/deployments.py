@@ -30,6 +30,7 @@ from models.mastering import enhance_highpass
 
 from .jobs import JobStore
 from .recovery import replica_name
+from .results import write_previews
 from .settings import Settings
 
 log = logging.getLogger("ray.serve")
@@ -132,6 +133,8 @@ class ModelReplica:
                 bitrate=spec.get("bitrate"), normalize=spec["normalize"], max_seconds=self.s.max_input_seconds,
                 progress=progress, extra_filters=(lambda stem: [enhance_highpass(44100)] if stem == "speech" else [])
                 if enhance else None, stems_normalize={"speech": "master"} if enhance else None)
+            # part of the result, like the stems: a job whose previews cannot be written fails
+            previews = write_previews(self.jobs.result_dir(job_id), result.stems)
         except JobCancelled:
             self.jobs.finish(job_id, "cancelled", error="cancelled while running",
                              refund_reason="cancelled while running")
@@ -143,7 +146,7 @@ class ModelReplica:
             return {"status": "failed"}
         self.jobs.finish(job_id, "done", device=result.device, fallback=result.fallback,
                          fallback_reason=result.fallback_reason, stems=list(result.stems),
-                         engine_metadata=result.metadata, random_weights=engine.random_weights)
+                         engine_metadata=result.metadata | {"preview": previews}, random_weights=engine.random_weights)
         return {"status": "done", "device": result.device, "fallback": result.fallback}
 
     def check_health(self) -> None:

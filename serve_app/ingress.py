@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from entitlements import EntitlementError, Unauthorized, authorize_and_consume, open_database, peek, settle, state
@@ -36,6 +36,7 @@ from models import audio
 from models.naming import download_name, track_name
 from models.formats import MEDIA_TYPES
 
+from . import studio
 from .jobs import ACTIVE, Job, JobStore, describe, spec_of
 from .admission import Admission, MemoryBudget, Refusal, UploadGate
 from .metrics import IngressMetrics
@@ -43,6 +44,7 @@ from .outcome import follow_record
 from .openapi import openapi
 from .problems import DESCRIPTIONS, from_audio, from_entitlement, problem
 from .readiness import Readiness
+from .results import PEAKS_FILE, preview_path, zip_stream
 from .settings import Settings
 from .uploads import Pace, UploadError, read_upload
 
@@ -56,6 +58,8 @@ CANCEL_WAIT_S = 5.0
 # (Serve starts a new one within seconds); past it the job is refunded and the caller told 503
 ENQUEUE_RETRY_S = 15.0
 SUBMIT_THREADS = 8
+JOBS_PAGE = 20  # GET /api/jobs: the default page size
+JOBS_PAGE_MAX = 100
 
 
 def bearer(request: Request) -> str | None:
@@ -113,14 +117,19 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> Starlette:
         routes = [Route(f"/api/audio/{task}", self._job_endpoint(task), methods=["POST"]) for task in TASKS]
         routes += [
+            Route("/api/jobs", self.list_jobs, methods=["GET"]),
             Route("/api/jobs/{job_id}", self.job, methods=["GET", "DELETE"]),
             Route("/api/jobs/{job_id}/stems/{filename}", self.download, methods=["GET"]),
+            Route("/api/jobs/{job_id}/stems.zip", self.archive, methods=["GET"]),
+            Route("/api/jobs/{job_id}/previews/{filename}", self.preview, methods=["GET"]),
+            Route("/api/jobs/{job_id}/peaks", self.peaks, methods=["GET"]),
             Route("/api/me", self.me, methods=["GET"]),
             Route("/api/webhooks/stripe", self.stripe, methods=["POST"]),
             Route("/api/openapi.json", lambda r: JSONResponse(openapi()), methods=["GET"]),
             Route("/problems/{slug}", self.problem_type, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
+            *studio.routes(),
         ]
         return Starlette(routes=routes, exception_handlers={HTTPException: self._http_error,
                                                             Exception: self._internal_error})
@@ -386,13 +395,76 @@ class Ingress:
         return FileResponse(path, media_type=MEDIA_TYPES[ext], headers={
             "Content-Disposition": content_disposition(download_name(job.source_name or job.id, name, ext))})
 
+    async def list_jobs(self, request: Request) -> Response:
+        try:
+            caller = await asyncio.to_thread(peek, self.db, bearer(request))
+        except Unauthorized as e:
+            return self._deny(e)
+        raw_limit, cursor = request.query_params.get("limit", str(JOBS_PAGE)), request.query_params.get("cursor")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= JOBS_PAGE_MAX:
+            return problem(422, "bad-request", "Unusable request", f"limit must be 1-{JOBS_PAGE_MAX}")
+        try:
+            jobs, next_cursor = await asyncio.to_thread(self.jobs.recent, caller.user_id, int(raw_limit), cursor)
+        except ValueError as e:
+            return problem(422, "bad-request", "Unusable request", f"cursor: {e}")
+        base = root(request)
+        return JSONResponse({
+            "jobs": [describe(job, base) for job in jobs], "next_cursor": next_cursor,
+            "next": f"{base}/api/jobs?limit={raw_limit}&cursor={next_cursor}" if next_cursor else None})
+
+    async def _finished_job(self, request: Request) -> Job:
+        """The caller's job with its results still on disk, else 404 (Unauthorized passes)."""
+        _, job = await self._owned_job(request)
+        if job.status != "done" or not job.stems or job.results_deleted_at is not None:
+            raise HTTPException(404, "no results for this job (not done, or its retention period has passed)")
+        return job
+
+    async def archive(self, request: Request) -> Response:
+        try:
+            job = await self._finished_job(request)
+        except Unauthorized as e:
+            return self._deny(e)
+        folder, track = self.jobs.result_dir(job.id), job.source_name or job.id
+        members = [(download_name(track, name, job.format), folder / f"{name}.{job.format}") for name in job.stems]
+        if not all(path.is_file() for _, path in members):
+            raise HTTPException(404, "no results for this job (its retention period has passed)")
+        return StreamingResponse(zip_stream(members), media_type="application/zip", headers={
+            "Content-Disposition": content_disposition(download_name(track, "stems", "zip"))})
+
+    async def preview(self, request: Request) -> Response:
+        try:
+            job = await self._finished_job(request)
+        except Unauthorized as e:
+            return self._deny(e)
+        name, _, ext = request.path_params["filename"].rpartition(".")
+        made = (job.engine_metadata or {}).get("preview")
+        path = preview_path(self.jobs.result_dir(job.id), name)
+        if not made or name not in job.stems or ext != made["format"] or not path.is_file():
+            raise HTTPException(404, "no such preview")
+        # inline (no attachment): it is for a player; its content never changes
+        return FileResponse(path, media_type=MEDIA_TYPES[ext], headers={"Cache-Control": "private, max-age=86400"})
+
+    async def peaks(self, request: Request) -> Response:
+        try:
+            job = await self._finished_job(request)
+        except Unauthorized as e:
+            return self._deny(e)
+        path = self.jobs.result_dir(job.id) / PEAKS_FILE
+        if not (job.engine_metadata or {}).get("preview") or not path.is_file():
+            raise HTTPException(404, "no peaks for this job (made before previews existed)")
+        return FileResponse(path, media_type="application/json", headers={"Cache-Control": "private, max-age=86400"})
+
     # -- account, billing, health -------------------------------------------------------------
     async def me(self, request: Request) -> Response:
         try:
             caller = await asyncio.to_thread(peek, self.db, bearer(request))
         except Unauthorized as e:
             return self._deny(e)
-        return JSONResponse(await asyncio.to_thread(state, self.db, caller.user_id))
+        body = await asyncio.to_thread(state, self.db, caller.user_id)
+        # the service's own ceilings, which apply on top of the plan's (a page shows them before upload)
+        body["limits"] = {"max_upload_mb": self.s.max_upload_mb, "max_input_seconds": self.s.max_input_seconds,
+                          "min_input_seconds": self.s.min_input_seconds, "results_ttl_s": self.s.results_ttl_s}
+        return JSONResponse(body)
 
     async def stripe(self, request: Request) -> Response:
         if not self.s.stripe_webhook_secrets:

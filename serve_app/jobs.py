@@ -13,6 +13,7 @@ records and a run on a lost replica restarts from it (serve_app/recovery.py).
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import shutil
@@ -21,7 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Optional
 
-from sqlalchemy import JSON, Column, update
+from sqlalchemy import JSON, Column, and_, or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, select
 
@@ -137,6 +138,20 @@ class JobStore:
             job = s.get(Job, job_id)
             return job if job is not None and (user_id is None or job.user_id == user_id) else None
 
+    def recent(self, user_id: int, limit: int, cursor: str | None = None) -> tuple[list[Job], str | None]:
+        """The user's jobs, newest first: at most `limit`, after `cursor` (from the previous page);
+        and the cursor of the next page, None on the last. A keyset cursor (creation time, id), so
+        jobs created meanwhile neither repeat nor shift a later page. ValueError: a bad cursor."""
+        q = select(Job).where(Job.user_id == user_id)
+        if cursor:
+            created, job_id = decode_cursor(cursor)
+            q = q.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+        with Session(self.engine) as s:
+            jobs = list(s.exec(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).all())
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        return jobs, encode_cursor(jobs[-1]) if more else None
+
     def by_event(self, usage_event_id: str) -> Job | None:
         with Session(self.engine) as s:
             return s.exec(select(Job).where(Job.usage_event_id == usage_event_id)).first()
@@ -222,6 +237,20 @@ def spec_of(job: Job) -> dict:
             "usage_event_id": job.usage_event_id}
 
 
+def encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except (ValueError, UnicodeDecodeError) as e:  # binascii.Error is a ValueError
+        raise ValueError("not a cursor this service gave out") from e
+
+
 def describe(job: Job, base: str = "") -> dict:
     """The job as the API shows it (without debug metadata)."""
     queued_s = (job.started_at - job.created_at).total_seconds() if job.started_at else None
@@ -229,12 +258,18 @@ def describe(job: Job, base: str = "") -> dict:
     stems = None
     if job.status == "done" and job.stems and job.results_deleted_at is None:
         stems = {name: f"{base}/api/jobs/{job.id}/stems/{name}.{job.format}" for name in job.stems}
+    # jobs finished before previews existed have none; their metadata says so
+    preview = (job.engine_metadata or {}).get("preview") if stems else None
     out = {
         "job_id": job.id, "status": job.status, "task": job.task, "variant": job.variant, "plan": job.plan,
         "progress": job.progress, "device": job.device, "fallback": job.fallback,
         "fallback_reason": job.fallback_reason, "duration_s": round(job.input_seconds, 3),
         "source_name": job.source_name, "format": job.format, "bitrate_kbps": job.bitrate,
         "normalize": job.normalize, "stems": stems,
+        "archive": f"{base}/api/jobs/{job.id}/stems.zip" if stems else None,
+        "previews": {name: f"{base}/api/jobs/{job.id}/previews/{name}.{preview['format']}" for name in stems}
+        if preview else None,
+        "peaks": f"{base}/api/jobs/{job.id}/peaks" if preview else None,
         "entitlement": job.entitlement, "error": job.error,
         "created_at": iso(job.created_at), "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
         "timings": {"queued_s": round(queued_s, 3) if queued_s is not None else None,

@@ -64,6 +64,16 @@ def openapi() -> dict:
             "/api/audio/clean": {"post": _job_request("clean", "Remove noise from a recording (speech, noise)")},
             "/api/audio/enhance": {"post": _job_request(
                 "enhance", "Clean plus mastering: 80 Hz high-pass, -16 LUFS integrated, -1 dBTP ceiling")},
+            "/api/jobs": {
+                "get": {"summary": "The caller's jobs, newest first, a page at a time", "security": AUTH,
+                        "parameters": [
+                            {"name": "limit", "in": "query", "required": False,
+                             "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+                            {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+                             "description": "next_cursor of the previous page"}],
+                        "responses": {"200": {"description": "a page of jobs", "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/JobPage"}}}},
+                            "401": PROBLEM, "422": PROBLEM | {"description": "bad limit or cursor"}}}},
             "/api/jobs/{job_id}": {
                 "get": {"summary": "Job status, queue position, progress, stems", "security": AUTH,
                         "parameters": job_id, "responses": {"200": JOB, "401": PROBLEM, "404": PROBLEM}},
@@ -79,11 +89,31 @@ def openapi() -> dict:
                                                              "(Content-Disposition)",
                                               "content": {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {},
                                                           "audio/ogg": {}}}, "401": PROBLEM, "404": PROBLEM}}},
-            "/api/me": {"get": {"summary": "Plan, capabilities, remaining quotas and credits", "security": AUTH,
+            "/api/jobs/{job_id}/stems.zip": {
+                "get": {"summary": "All stems in one ZIP (stored, streamed), saved as '{song name}-stems.zip'",
+                        "security": AUTH, "parameters": job_id,
+                        "responses": {"200": {"description": "members named '{song name}-{stem}.{ext}'",
+                                              "content": {"application/zip": {}}}, "401": PROBLEM, "404": PROBLEM}}},
+            "/api/jobs/{job_id}/previews/{filename}": {
+                "get": {"summary": "A stem's small preview for playback (mp3, 96 kbps), e.g. vocals.mp3",
+                        "security": AUTH,
+                        "parameters": job_id + [{"name": "filename", "in": "path", "required": True,
+                                                 "schema": {"type": "string"}}],
+                        "responses": {"200": {"description": "the preview", "content": {"audio/mpeg": {}}},
+                                      "401": PROBLEM, "404": PROBLEM}}},
+            "/api/jobs/{job_id}/peaks": {
+                "get": {"summary": "Waveform peaks of every stem", "security": AUTH, "parameters": job_id,
+                        "responses": {"200": {"description": "peaks", "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/Peaks"}}}}, "401": PROBLEM, "404": PROBLEM}}},
+            "/api/me": {"get": {"summary": "Plan, capabilities, remaining quotas and credits, and the service's "
+                                           "limits (max_upload_mb, max_input_seconds, results_ttl_s)",
+                                "security": AUTH,
                                 "responses": {"200": {"description": "entitlement state"}, "401": PROBLEM}}},
             "/api/webhooks/stripe": {"post": {"summary": "Stripe events (Stripe-Signature verified)",
                                               "responses": {"200": {"description": "processed or duplicate"},
                                                             "400": PROBLEM}}},
+            "/": {"get": {"summary": "Locoserve Studio, the web page (HTML; its files under /static/)",
+                          "responses": {"200": {"description": "the page", "content": {"text/html": {}}}}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
             "/readyz": {"get": {"summary": "Readiness: every model deployment can take jobs",
                                 "responses": {"200": {"description": "ready"},
@@ -105,8 +135,23 @@ def openapi() -> dict:
                     "source_name": {"type": ["string", "null"], "description": "the upload's file name, sanitized"},
                     "format": {"type": "string"}, "bitrate_kbps": {"type": ["integer", "null"]},
                     "stems": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+                    "archive": {"type": ["string", "null"], "description": "URL of all stems as one ZIP"},
+                    "previews": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
+                                 "description": "URL of each stem's preview (mp3, 96 kbps)"},
+                    "peaks": {"type": ["string", "null"], "description": "URL of the stems' waveform peaks"},
                     "entitlement": {"type": "object"}, "error": {"type": ["string", "null"]},
                     "metadata": {"type": "object", "description": "engine metadata (debug only)"}}},
+                "JobPage": {"type": "object", "properties": {
+                    "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                    "next_cursor": {"type": ["string", "null"], "description": "null on the last page"},
+                    "next": {"type": ["string", "null"], "description": "URL of the next page"}}},
+                "Peaks": {"type": "object", "properties": {
+                    "format": {"type": "string"}, "bitrate_kbps": {"type": "integer"},
+                    "buckets": {"type": "integer", "description": "at most this many (min, max) pairs a stem"},
+                    "stems": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                        "frames": {"type": "integer"}, "sample_rate": {"type": "integer"},
+                        "min": {"type": "array", "items": {"type": "number"}},
+                        "max": {"type": "array", "items": {"type": "number"}}}}}}},
             },
         },
     }

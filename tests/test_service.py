@@ -5,6 +5,7 @@ import io
 import json
 import shutil
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -66,6 +67,12 @@ def test_health_and_openapi(svc):
         assert {m["status"] for m in ready.json()["models"].values()} == {"HEALTHY"}
         spec = c.get("/api/openapi.json").json()
         assert "/api/audio/separate" in spec["paths"] and spec["openapi"].startswith("3.")
+        assert {"/api/jobs", "/api/jobs/{job_id}/stems.zip", "/api/jobs/{job_id}/peaks",
+                "/api/jobs/{job_id}/previews/{filename}"} <= set(spec["paths"])
+        page = c.get("/")  # Locoserve Studio, with a policy that lets it load nothing from elsewhere
+        assert page.status_code == 200 and "<title>Locoserve Studio</title>" in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert c.get("/static/app.js").headers["content-type"].startswith("text/javascript")
         assert "description" in c.get("/problems/quota-exceeded").json()
         is_problem(c.get("/api/nothing-here"), 404)
 
@@ -191,7 +198,9 @@ def test_results_are_deleted_after_their_retention(svc):
             time.sleep(0.5)
         later = c.get(f"/strict/api/jobs/{job['job_id']}").json()
         assert later["stems"] is None and later["results_deleted_at"] and later["status"] == "done"
-        is_problem(c.get(url), 404)
+        assert later["archive"] is later["peaks"] is later["previews"] is None
+        for gone in (url, job["archive"], job["peaks"], job["previews"]["vocals"]):
+            is_problem(c.get(gone), 404)
 
 
 def test_debug_metadata_only_where_allowed(svc):
@@ -380,3 +389,62 @@ def test_cli_submit_through_the_api(svc, tmp_path):
 
     r = submit(lib / "memo.m4a", "--key", svc.keys["pro"], "--server", "http://127.0.0.1:9")
     assert r.returncode == 1 and "cannot reach http://127.0.0.1:9" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_job_list_newest_first_paginated_and_owner_only(svc, new_key):
+    key, other = new_key("pro"), new_key("pro")
+    ids = [svc.submit(key, seconds=1.0, stems=2).json()["job_id"] for _ in range(3)]
+    svc.submit(other, seconds=1.0, stems=2)
+    with svc.client(key) as c:
+        first = c.get("/api/jobs", params={"limit": 2}).json()
+        assert [j["job_id"] for j in first["jobs"]] == ids[::-1][:2]
+        assert first["next"] == f"/api/jobs?limit=2&cursor={first['next_cursor']}"
+        assert first["jobs"][0]["stems"] and first["jobs"][0]["archive"]  # described as GET /api/jobs/{id} does
+        second = c.get(first["next"]).json()
+        assert [j["job_id"] for j in second["jobs"]] == ids[:1] and second["next_cursor"] is None
+        everything = c.get("/api/jobs").json()
+        assert [j["job_id"] for j in everything["jobs"]] == ids[::-1]  # not the other key's job
+        for bad in ({"limit": 0}, {"limit": 101}, {"limit": "x"}, {"cursor": "not-a-cursor"}):
+            is_problem(c.get("/api/jobs", params=bad), 422)
+    with svc.client(other) as c:
+        assert ids[0] not in {j["job_id"] for j in c.get("/api/jobs").json()["jobs"]}
+    with svc.client() as c:
+        is_problem(c.get("/api/jobs"), 401)
+
+
+def test_previews_peaks_and_zip_of_a_result(svc):
+    from models.preview import PEAK_BUCKETS
+
+    key = svc.keys["pro"]
+    job = svc.submit(key, seconds=2.0, stems=2, format="flac", filename="Zip me.wav").json()
+    assert job["status"] == "done"
+    with svc.client(key) as c:
+        stems = {name: c.get(url).content for name, url in job["stems"].items()}
+        peaks = c.get(job["peaks"]).json()
+        assert peaks["buckets"] == PEAK_BUCKETS and set(peaks["stems"]) == set(stems)
+        for name, data in stems.items():
+            x, sr = sf.read(io.BytesIO(data), dtype="float32")
+            p = peaks["stems"][name]
+            assert (p["frames"], p["sample_rate"]) == (len(x), sr) and len(p["min"]) == len(p["max"]) == PEAK_BUCKETS
+            # each (min, max) pair is the stem's own extremes over its slice, both channels
+            edges = -(-np.arange(PEAK_BUCKETS + 1) * len(x) // PEAK_BUCKETS)  # slice b: frames i with i·B // n == b
+            slices = [x[a:b] for a, b in zip(edges[:-1], edges[1:])]
+            assert np.allclose(p["max"], [s.max() for s in slices], atol=2e-3)
+            assert np.allclose(p["min"], [s.min() for s in slices], atol=2e-3)
+
+            preview = c.get(job["previews"][name])
+            assert preview.status_code == 200 and preview.headers["content-type"] == "audio/mpeg"
+            y, psr = sf.read(io.BytesIO(preview.content))
+            assert psr == 44100 and y.shape == x.shape  # gapless: the same length as the stem
+            assert len(preview.content) < len(data) / 4
+        archive = c.get(job["archive"])
+        assert archive.headers["content-type"] == "application/zip"
+        assert archive.headers["content-disposition"].startswith('attachment; filename="Zip me-stems.zip";')
+        with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
+            assert z.testzip() is None
+            assert {n: z.read(n) for n in z.namelist()} == {f"Zip me-{n}.flac": d for n, d in stems.items()}
+        is_problem(c.get(f"/api/jobs/{job['job_id']}/previews/drums.mp3"), 404)
+        is_problem(c.get(f"/api/jobs/{job['job_id']}/previews/vocals.wav"), 404)
+    with svc.client(svc.keys["vip"]) as other:
+        for url in (job["peaks"], job["archive"], job["previews"]["vocals"]):
+            is_problem(other.get(url), 404)
