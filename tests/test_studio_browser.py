@@ -178,6 +178,29 @@ def test_split_listen_mix_and_download(svc, page, tmp_path):
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
 
+    # a phone's width: one column, nothing wider than the screen
+    page.set_viewport_size({"width": 380, "height": 800})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 380
+    assert painted_fraction(page, ".stem[data-stem=vocals] canvas") > 0.05  # redrawn at the new width
+
+    # the key stays in the browser; a later visit reopens the result from the recent jobs
+    page.reload()
+    page.wait_for_selector(f"#recent li[data-job='{job['job_id']}'] button")
+    assert "Pro plan" in page.text_content("#account")
+    page.click(f"#recent li[data-job='{job['job_id']}'] button")
+    page.wait_for_selector("#play:not([disabled])", timeout=60_000)
+    assert page.eval_on_selector_all(".stem", "rs => rs.length") == 2
+
+
+def test_the_page_under_a_route_prefix(svc, page):
+    key = svc.keys["strict"]["vip"]
+    page.goto(svc.url + "/strict/")
+    page.fill("#key", key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector(".quota")  # /strict/api/me answered this app's key
+    assert "VIP plan" in page.text_content("#account")
+    assert "Up to 1 MB" in page.text_content("#limits")  # this app's upload cap
+
 
 def test_quota_used_up_is_shown_as_the_problem(svc, page, tmp_path):
     from entitlements import authorize_and_consume, make_engine
