@@ -13,8 +13,7 @@ replica rebuilds the queue from the `queued` records, then keeps reconciling eve
 jobs wait for the next one, in their order; runs it had started go on and settle themselves.
 
 Outcomes decided here, and settled here: rejected (queue full: refunded, and said to the
-caller as a return value), cancelled while queued (the caller disconnected or sent DELETE:
-refunded), lost before it started (refunded). A job that reached a model replica is settled
+caller as a return value), cancelled while queued (the caller sent DELETE: refunded), lost before it started (refunded). A job that reached a model replica is settled
 by that run, never here on a guess: only a verified death of the replica (Ray's
 ActorDiedError, or Ray's word that the named actor is gone) makes the dispatcher retry the
 job once or fail and refund it, and otherwise it settles only jobs that had not started. Any other
@@ -114,17 +113,12 @@ class Dispatcher:
     async def wait(self, job_id: str) -> dict:
         """The job's outcome ({"status": …}) once it ends here; {"status": "unknown"} for a job
         this replica does not hold (it ended already, or was queued with a replica now gone).
-        The job record is the truth either way; this only says when to read it."""
+        The job record is the truth either way; this only says when to read it. A caller that
+        stops waiting (its wait ran out, its client disconnected) leaves the job as it is."""
         entry = self.entries.get(job_id)
         if entry is None:
             return {"status": "unknown"}
-        try:
-            return await asyncio.shield(entry.future)
-        except asyncio.CancelledError:
-            # the waiting caller went away (wait=true, disconnected): a queued job leaves the
-            # queue and is refunded; a running one is cancelled and its run settles it
-            await self._cancel(job_id, "the caller disconnected")
-            raise
+        return await asyncio.shield(entry.future)
 
     async def cancel(self, job_id: str) -> str:
         return await self._cancel(job_id, "cancelled by the caller")

@@ -14,8 +14,10 @@ import asyncio
 import functools
 import hashlib
 import logging
+import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -31,6 +33,7 @@ from starlette.routing import Route
 
 from entitlements import EntitlementError, Unauthorized, authorize_and_consume, open_database, peek, settle, state
 from entitlements.accounts import seed_demo_users
+from entitlements.schema import iso
 from entitlements.stripe_webhooks import handle as handle_webhook
 from models import audio
 from models.naming import download_name, track_name
@@ -38,6 +41,7 @@ from models.formats import MEDIA_TYPES
 
 from . import studio
 from .jobs import ACTIVE, Job, JobStore, describe, spec_of
+from .links import LinkSigner, load_secret
 from .admission import Admission, MemoryBudget, Refusal, UploadGate
 from .metrics import IngressMetrics
 from .outcome import follow_record
@@ -47,6 +51,7 @@ from .readiness import Readiness
 from .results import PEAKS_FILE, preview_path, zip_stream
 from .settings import Settings
 from .uploads import Pace, UploadError, read_upload
+from .waiting import wait_seconds
 
 log = logging.getLogger("ray.serve")
 
@@ -100,6 +105,9 @@ class Ingress:
             except IntegrityError:  # another ingress replica seeded at the same moment
                 pass
         self.jobs = JobStore(self.db, self.s.results_dir)
+        # from the environment, not the settings: the application's config is visible in Serve
+        self.links = LinkSigner(load_secret(self.s.data_dir, os.environ.get("LOCOSERVE_LINK_SECRET")),
+                                self.s.link_ttl_s)
         self.dispatcher = dispatcher
         self.metrics = IngressMetrics()
         try:
@@ -277,11 +285,15 @@ class Ingress:
         elif not queued["queued"]:  # back-pressure, said as such whatever the wait mode
             return problem(503, queued["reason"], "Queue full", f"{queued['detail']}; the job was refunded",
                            {"Retry-After": str(queued["retry_after"])}, job_id=job.id, refunded=True)
-        if not opts.wait:
-            return self._job_response(request, await self._submitting(self.jobs.get, job.id), False, headers,
-                                      status=202)
-        job = await self._follow(job.id)
-        return self._job_response(request, job, opts.debug, headers)
+        wait_s, preferred = wait_seconds(opts.wait, request.headers.get("prefer"), self.s.max_wait_s)
+        if preferred:
+            headers["Preference-Applied"] = f"wait={wait_s:g}"
+        if wait_s > 0:
+            try:  # running out of time (or the client leaving) only ends the wait, never the job
+                job = await asyncio.wait_for(self._follow(job.id), wait_s)
+            except TimeoutError:
+                pass
+        return self._job_response(request, await self._submitting(self.jobs.get, job.id), opts.debug, headers)
 
     async def _enqueue(self, job: Job) -> dict | None:
         """The dispatcher's answer; None if no dispatcher took the job within ENQUEUE_RETRY_S."""
@@ -311,9 +323,19 @@ class Ingress:
                         job_id, type(e).__name__)
         return await follow_record(self.jobs, job_id)
 
+    def _describe(self, request: Request, job: Job) -> dict:
+        """The job as the API shows it, with signed links to its stems (serve_app/links.py)."""
+        body = describe(job, root(request))
+        if body["stems"]:
+            expires = self.links.expires()
+            body["links"] = {name: f"{url}?token={self.links.token(job.id, url.rsplit('/', 1)[1], expires)}"
+                             for name, url in body["stems"].items()}
+            body["links_expire_at"] = iso(datetime.fromtimestamp(expires, timezone.utc))
+        return body
+
     def _job_response(self, request: Request, job: Job, debug: bool, headers: dict | None = None,
                       status: int | None = None) -> Response:
-        body = describe(job, root(request))
+        body = self._describe(request, job)
         if debug and self.s.allow_debug:
             body["metadata"] = job.engine_metadata
         headers = dict(headers or {})
@@ -337,7 +359,7 @@ class Ingress:
             _, job = await self._owned_job(request)
         except Unauthorized as e:
             return self._deny(e)
-        body = describe(job, root(request))  # the record answers; the dispatcher only adds a position
+        body = self._describe(request, job)  # the record answers; the dispatcher only adds a position
         if job.status == "queued":
             body["queue_position"] = await self._position(job.id)
         if request.query_params.get("debug") in ("1", "true") and self.s.allow_debug:
@@ -367,13 +389,13 @@ class Ingress:
             return self._deny(e)
         if job.status not in ACTIVE:
             return problem(409, "conflict", "Job already ended", f"the job is {job.status}",
-                           job=describe(job, root(request)))
+                           job=self._describe(request, job))
         try:
             outcome = await asyncio.wait_for(self._await(self.dispatcher.cancel.remote(job.id)), CANCEL_WAIT_S)
         except Exception as e:  # noqa: BLE001
             log.warning("job %s: the dispatcher did not take the cancel (%s)", job.id, type(e).__name__)
             return problem(503, "unavailable", "Dispatcher unavailable", "the job could not be cancelled now; "
-                           "retry", {"Retry-After": str(self.s.retry_after_s)}, job=describe(job, root(request)))
+                           "retry", {"Retry-After": str(self.s.retry_after_s)}, job=self._describe(request, job))
         if outcome == "cancelling":  # running: the replica stops at its next chunk
             for _ in range(100):
                 job = await asyncio.to_thread(self.jobs.get, job.id)
@@ -381,13 +403,23 @@ class Ingress:
                     break
                 await asyncio.sleep(0.1)
         job = await asyncio.to_thread(self.jobs.get, job.id)
-        return JSONResponse(describe(job, root(request)), status_code=200 if job.status not in ACTIVE else 202)
+        return JSONResponse(self._describe(request, job), status_code=200 if job.status not in ACTIVE else 202)
 
     async def download(self, request: Request) -> Response:
-        try:
-            _, job = await self._owned_job(request)
-        except Unauthorized as e:
-            return self._deny(e)
+        token = request.query_params.get("token")
+        if token is not None:  # a signed link: the token stands in for the key, for this file only
+            job_id, filename = request.path_params["job_id"], request.path_params["filename"]
+            why = self.links.check(job_id, filename, token)
+            if why is not None:
+                return problem(403, "invalid-link", "Invalid link", why)
+            job = await asyncio.to_thread(self.jobs.get, job_id)
+            if job is None:
+                raise HTTPException(404, "no such job")
+        else:
+            try:
+                _, job = await self._owned_job(request)
+            except Unauthorized as e:
+                return self._deny(e)
         name, _, ext = request.path_params["filename"].rpartition(".")
         path = self.jobs.result_dir(job.id) / f"{name}.{ext}"
         if job.status != "done" or name not in (job.stems or []) or ext != job.format or not path.is_file():

@@ -23,8 +23,11 @@ def _job_request(task: str, summary: str) -> dict:
                       "description": "per-stem normalization after inference (true = peak)"},
         "debug": {"type": "boolean", "default": False,
                   "description": "include engine metadata (only where the deployment allows it)"},
-        "wait": {"type": "boolean", "default": True,
-                 "description": "false: answer 202 at once with the job and a Location header"},
+        "wait": {"oneOf": [{"type": "boolean"}, {"type": "number", "minimum": 0}],
+                 "description": "seconds to wait for the job (capped by max_wait_s, 50 by default); true: the cap, "
+                                "false: 0. A job that has not ended by then is answered 202 with its id and "
+                                "Location, and goes on; a disconnect never cancels it (DELETE does). Default: "
+                                "the Prefer header's wait, else the cap"},
     }
     if task == "separate":
         props["stems"] = {"type": "integer", "enum": [2, 5], "description": "default: the plan's default"}
@@ -32,12 +35,15 @@ def _job_request(task: str, summary: str) -> dict:
         "summary": summary, "security": AUTH,
         "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                         "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                        "description": "a retry with the same key returns the first job and is not charged again"}],
+                        "description": "a retry with the same key returns the first job and is not charged again"},
+                       {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
+                        "description": "RFC 7240: 'wait=N' (seconds, capped) or 'respond-async' (0), when the "
+                                       "form has no 'wait'; answered with Preference-Applied"}],
         "requestBody": {"required": True, "content": {"multipart/form-data": {
             "schema": {"type": "object", "required": ["audio"], "properties": props}}}},
         "responses": {
             "200": {"description": "done; RateLimit-Policy and RateLimit headers describe the quota", **JOB},
-            "202": {"description": "accepted (wait=false) or still running; see Location", **JOB},
+            "202": {"description": "accepted, and not ended within the wait; it goes on: poll Location", **JOB},
             **{str(code): PROBLEM | {"description": why} for code, why in [
                 (400, "malformed request"), (401, "missing, unknown, expired or revoked key"),
                 (402, "out of credits"), (403, "capability or option not in the plan"),
@@ -82,13 +88,21 @@ def openapi() -> dict:
                                                                "404": PROBLEM, "409": PROBLEM,
                                                                "503": PROBLEM}}},
             "/api/jobs/{job_id}/stems/{filename}": {
-                "get": {"summary": "Download a stem, e.g. vocals.wav", "security": AUTH,
+                "get": {"summary": "Download a stem, e.g. vocals.wav: with the key, or with a signed link's token",
+                        "security": AUTH + [{}],
                         "parameters": job_id + [{"name": "filename", "in": "path", "required": True,
-                                                 "schema": {"type": "string"}}],
+                                                 "schema": {"type": "string"}},
+                                                {"name": "token", "in": "query", "required": False,
+                                                 "schema": {"type": "string"},
+                                                 "description": "from the job's 'links': this stem only, until "
+                                                                "links_expire_at; no key needed"}],
                         "responses": {"200": {"description": "the audio file, saved as '{song name}-{stem}.{ext}' "
                                                              "(Content-Disposition)",
                                               "content": {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {},
-                                                          "audio/ogg": {}}}, "401": PROBLEM, "404": PROBLEM}}},
+                                                          "audio/ogg": {}}}, "401": PROBLEM,
+                                      "403": PROBLEM | {"description": "the token is not valid for this file, or "
+                                                                       "has expired (/problems/invalid-link)"},
+                                      "404": PROBLEM}}},
             "/api/jobs/{job_id}/stems.zip": {
                 "get": {"summary": "All stems in one ZIP (stored, streamed), saved as '{song name}-stems.zip'",
                         "security": AUTH, "parameters": job_id,
@@ -134,7 +148,12 @@ def openapi() -> dict:
                     "fallback_reason": {"type": ["string", "null"]}, "duration_s": {"type": "number"},
                     "source_name": {"type": ["string", "null"], "description": "the upload's file name, sanitized"},
                     "format": {"type": "string"}, "bitrate_kbps": {"type": ["integer", "null"]},
-                    "stems": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+                    "stems": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
+                              "description": "download URLs (send the key)"},
+                    "links": {"type": "object", "additionalProperties": {"type": "string"},
+                              "description": "signed download URLs (?token=…) that need no key: one stem each, "
+                                             "until links_expire_at (link_ttl_s, 1 h by default)"},
+                    "links_expire_at": {"type": "string", "format": "date-time"},
                     "archive": {"type": ["string", "null"], "description": "URL of all stems as one ZIP"},
                     "previews": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
                                  "description": "URL of each stem's preview (mp3, 96 kbps)"},

@@ -38,6 +38,8 @@ DESCRIPTIONS = {
     "job-failed": "The job failed for a reason of ours; it has been refunded.",
     "unavailable": "A part of the service is not available right now.",
     "invalid-webhook": "The webhook's signature could not be verified.",
+    "invalid-link": "The signed stem link is not valid for this file, or it has expired; fetch the job again for "
+                    "fresh links.",
     "internal": "An unexpected error on our side; it has been logged.",
 }
 

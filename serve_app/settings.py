@@ -58,6 +58,10 @@ class Settings(BaseModel):
     upload_min_bytes_per_s: float = Field(default=16384.0, ge=0)
     upload_rate_grace_s: float = Field(default=10.0, ge=0)
     results_ttl_s: int = 24 * 3600
+    # a submission waits at most this long for its job (then 202 and Location; serve_app/waiting.py):
+    # under the 60 s time-out common in proxies, so that a plain request always learns its job
+    max_wait_s: float = Field(default=50.0, ge=0)
+    link_ttl_s: int = Field(default=3600, ge=60)  # signed stem links (serve_app/links.py) expire after this
     # A job's usage reservation lapses after this long without renewal: a running job renews it
     # from its progress (every quarter of it) and the dispatcher for the calls it has in flight,
     # so one chunk's computation must take less than this. Lapsed → the sweeper (every

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from models.formats import EncodingError, check_encoding
 
 from .admission import Admission
+from .waiting import parse_wait
 
 
 class UploadError(Exception):
@@ -43,7 +44,12 @@ class JobOptions(BaseModel):
     bitrate: int | None = None  # kbps, mp3 and opus only (default 320 and 160)
     normalize: Literal["peak", "loudness"] | None = None
     debug: bool = False
-    wait: bool = True
+    wait: bool | float | None = None  # true, false or seconds (serve_app/waiting.py); None: not sent
+
+    @field_validator("wait", mode="before")
+    @classmethod
+    def _wait(cls, v):
+        return parse_wait(v)
 
     @field_validator("stems")
     @classmethod

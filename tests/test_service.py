@@ -448,3 +448,69 @@ def test_previews_peaks_and_zip_of_a_result(svc):
     with svc.client(svc.keys["vip"]) as other:
         for url in (job["peaks"], job["archive"], job["previews"]["vocals"]):
             is_problem(other.get(url), 404)
+
+
+def test_a_wait_that_runs_out_answers_202_and_the_job_goes_on(svc, db, new_key):
+    key = new_key("vip")
+    t0 = time.monotonic()
+    r = svc.submit(key, seconds=90.0, stems=2, wait=1)  # ~10 s of work, a 1 s wait
+    assert r.status_code == 202, r.text
+    assert time.monotonic() - t0 < 30  # the upload and its decoding, plus the second
+    job_id = r.json()["job_id"]
+    assert r.headers["Location"] == f"/api/jobs/{job_id}" and r.json()["status"] in ("queued", "running")
+    assert svc.wait_done(key, job_id)["status"] == "done"  # not cancelled by the wait's end
+    # Prefer (RFC 7240): a job that ends in time is answered whole, and the header says so
+    r = svc.submit(key, seconds=1.0, stems=2, headers={"Prefer": "wait=100000"})
+    assert r.status_code == 200 and r.json()["status"] == "done", r.text
+    assert r.headers["Preference-Applied"] == "wait=50"  # capped by max_wait_s
+    r = svc.submit(key, seconds=1.0, stems=2, headers={"Prefer": "respond-async"})
+    assert r.status_code == 202 and r.headers["Preference-Applied"] == "wait=0"
+    assert svc.wait_done(key, r.json()["job_id"])["status"] == "done"
+    is_problem(svc.submit(key, seconds=1.0, stems=2, wait="soon"), 422)
+
+
+def test_a_client_that_disconnects_does_not_cancel_its_job(svc, db):
+    import httpx
+    from entitlements.accounts import create_user
+    from serve_app.jobs import Job
+
+    user, key = create_user(db, f"leaver-{time.time_ns()}@it", "vip")
+    files = {"audio": ("in.wav", wav_bytes(60.0), "audio/wav")}
+    with httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {key}"}, timeout=3.0) as c:
+        with pytest.raises(httpx.ReadTimeout):  # the default wait, given up by the client
+            c.post("/api/audio/separate", files=files, data={"stems": "2"})
+
+    def job():
+        with Session(db) as s:
+            return s.exec(select(Job).where(Job.user_id == user.id)).first()
+    deadline = time.monotonic() + 60
+    while job() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    done = svc.wait_done(key, job().id)
+    assert done["status"] == "done", done  # only DELETE cancels
+    assert used(svc, key) == 1
+
+
+def test_signed_stem_links_need_no_key_and_are_bound_and_short_lived(svc):
+    import httpx
+    from serve_app.links import LinkSigner
+
+    key = svc.keys["pro"]
+    job = svc.submit(key, seconds=1.0, stems=2).json()
+    link = job["links"]["vocals"]
+    assert link.startswith(job["stems"]["vocals"] + "?token=") and job["links_expire_at"].endswith("Z")
+    with svc.client(key) as c:  # a status poll signs fresh links too
+        assert set(c.get(f"/api/jobs/{job['job_id']}").json()["links"]) == {"vocals", "instrumental"}
+    with httpx.Client(base_url=svc.url, timeout=60) as anonymous:
+        stem = anonymous.get(link)
+        assert stem.status_code == 200 and stem.headers["content-type"] == "audio/wav"
+        assert sf.read(io.BytesIO(stem.content))[0].shape == (44100, 2)
+        assert is_problem(anonymous.get(link.replace("/vocals.wav", "/instrumental.wav")), 403)["type"] == \
+            "/problems/invalid-link"
+        other = svc.submit(key, seconds=1.0, stems=2).json()
+        is_problem(anonymous.get(link.replace(job["job_id"], other["job_id"])), 403)
+        is_problem(anonymous.get(job["stems"]["vocals"]), 401)  # no token: the key is needed
+        signer = LinkSigner((svc.data_dir / "link-secret").read_bytes(), 60)
+        expired = signer.token(job["job_id"], "vocals.wav", int(time.time()) - 1)
+        body = is_problem(anonymous.get(f"{job['stems']['vocals']}?token={expired}"), 403)
+        assert "expired" in body["detail"]
