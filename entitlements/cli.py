@@ -245,6 +245,23 @@ def _keys_revoke(args) -> int:
 
 
 @admin
+def _keys_webhook_secret(args) -> int:
+    from sqlmodel import Session
+
+    from serve_app.webhooks import WebhookSecret, secret_for
+
+    engine = _engine()
+    WebhookSecret.__table__.create(engine, checkfirst=True)  # a database the service has not opened yet
+    with Session(engine) as s:
+        user_id = _user(s, args.email).id
+    print(secret_for(engine, user_id, rotate=args.rotate))
+    if args.rotate:
+        print("rotated: webhooks are signed with this secret from now on; the old one no longer verifies",
+              file=sys.stderr)
+    return 0
+
+
+@admin
 def _credits_grant(args) -> int:
     import uuid
 
@@ -356,6 +373,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = ks.add_parser("revoke", help="revoke by display prefix (the key's first 12 characters)")
     p.add_argument("prefix")
     p.set_defaults(func=_keys_revoke)
+    p = ks.add_parser("webhook-secret", help="the secret that signs a user's job webhooks (Locoserve-Signature); "
+                                             "made on first use")
+    p.add_argument("email")
+    p.add_argument("--rotate", action="store_true", help="replace it (the old one stops verifying at once)")
+    p.set_defaults(func=_keys_webhook_secret)
 
     cr = sub.add_parser("credits", help="credits").add_subparsers(dest="credits_cmd", required=True)
     p = cr.add_parser("grant", help="grant credits of a credits capability (recorded in the ledger)")

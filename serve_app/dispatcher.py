@@ -43,11 +43,13 @@ from .jobs import Job, JobStore, spec_of
 from .metrics import Metrics
 from .queue import Entry, PriorityJobQueue, QueueFull
 from .recovery import replica_exists, settle_lost_run
+from .webhooks import Deliverer
 from .settings import Settings
 
 log = logging.getLogger("ray.serve")
 
 
+WEBHOOK_POLL_S = 0.5  # how often pending webhook deliveries are looked for
 CANCELLED_ERRORS = ("RequestCancelledError", "TaskCancelledError")
 # Ray's word that the replica's process is gone (ActorDiedError and its subclasses): only then
 # may anyone but the run itself settle a job that had started.
@@ -74,6 +76,9 @@ class Dispatcher:
                        for name, n in slots.items() for _ in range(n)]
         self._tasks.append(asyncio.get_event_loop().create_task(self._housekeeping()))
         self._tasks.append(asyncio.get_event_loop().create_task(self._recovery()))
+        self.deliverer = Deliverer(self.db, self.s.webhook_allow_private, self.s.webhook_first_retry_s,
+                                   self.s.webhook_retry_window_s, self.s.webhook_timeout_s)
+        self._tasks.append(asyncio.get_event_loop().create_task(self._webhooks()))
 
     def _gauge(self, model: str) -> None:
         for level, depth in self.queues[model].depth().items():
@@ -234,6 +239,17 @@ class Dispatcher:
                 self._hold(spec_of(job), enqueued=self._arrival(job), force=True)
             elif outcome == "failed":
                 self.metrics.outcomes.inc(tags={"model": job.model, "outcome": "failed"})
+
+    async def _webhooks(self) -> None:
+        """Send due webhook deliveries (durable: a new replica sends what this one did not)."""
+        while True:
+            try:
+                sent = await self.deliverer.round()
+            except Exception:
+                log.exception("webhook round failed; retrying next round")
+                sent = 0
+            if not sent:
+                await asyncio.sleep(WEBHOOK_POLL_S)
 
     async def _housekeeping(self) -> None:
         """Release reservations of dead workers' jobs; delete results past their retention."""

@@ -42,6 +42,8 @@ from models.formats import MEDIA_TYPES
 from . import studio
 from .jobs import ACTIVE, Job, JobStore, describe, spec_of
 from .links import LinkSigner, load_secret
+from .outbound import Refused, check_resolved
+from . import webhooks
 from .admission import Admission, MemoryBudget, Refusal, UploadGate
 from .metrics import IngressMetrics
 from .outcome import follow_record
@@ -211,6 +213,12 @@ class Ingress:
         else:
             variant = "speech"
         model = "five_stem" if variant == "5stem" else "two_stem"
+        if opts.webhook is not None:
+            try:  # refused here, before anything is charged; the addresses are checked again to connect
+                await self._submitting(check_resolved, opts.webhook, self.s.webhook_allow_private)
+            except Refused as e:
+                return problem(422, "bad-request", "Unusable request", f"webhook: {e}; nothing was charged",
+                               code="webhook_refused")
         refused = await self._model_unavailable(model)
         if refused is not None:
             return refused
@@ -254,6 +262,7 @@ class Ingress:
                   priority=decision.priority, input_seconds=duration, format=opts.format,
                   bitrate=opts.bitrate, source_name=track_name(upload.filename, fallback="") or None,
                   normalize=opts.normalize, usage_event_id=decision.event_id, random_weights=self.s.random_weights,
+                  webhook=opts.webhook,
                   entitlement={k: v for k, v in decision.to_dict().items()
                                if k in ("capability", "source", "limit", "used", "remaining", "reset_at",
                                         "credits_remaining")})
@@ -360,6 +369,9 @@ class Ingress:
         except Unauthorized as e:
             return self._deny(e)
         body = self._describe(request, job)  # the record answers; the dispatcher only adds a position
+        if job.webhook:
+            body["webhook"] = {"url": job.webhook,
+                               "deliveries": await asyncio.to_thread(webhooks.view, self.db, job.id)}
         if job.status == "queued":
             body["queue_position"] = await self._position(job.id)
         if request.query_params.get("debug") in ("1", "true") and self.s.allow_debug:

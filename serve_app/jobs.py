@@ -29,6 +29,8 @@ from sqlmodel import Field, Session, SQLModel, select
 from entitlements import settle
 from entitlements.schema import iso, utcnow
 
+from .webhooks import new_event
+
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
@@ -64,6 +66,7 @@ class Job(SQLModel, table=True):
     # still exists; None where unknown (Serve's local testing mode, records from older versions)
     replica: Optional[str] = None
     attempts: Optional[int] = None  # runs started on a replica that was then lost (None: none)
+    webhook: Optional[str] = None  # called when the job ends (serve_app/webhooks.py)
     created_at: datetime = Field(default_factory=utcnow)
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
@@ -193,8 +196,14 @@ class JobStore:
         values |= {"status": status, "finished_at": utcnow()}
         if status == "done":
             values["progress"] = 1.0
-        if not self._cas(job.id, only_from, where, **values):
-            return False
+        with Session(self.engine) as s, s.begin():
+            res = s.execute(update(Job).where(Job.id == job.id, Job.status.in_(only_from), *where).values(**values))
+            if res.rowcount != 1:
+                return False
+            if job.webhook:  # in the same transaction: an ended job always has its event
+                for k, v in values.items():
+                    setattr(job, k, v)
+                s.add(new_event(job.id, job.user_id, job.webhook, status, describe(job)))
         self.drop_input(job.id)
         settle(self.engine, job.usage_event_id, ok=status == "done",
                reason=None if status == "done" else (refund_reason or status))

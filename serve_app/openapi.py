@@ -29,6 +29,11 @@ def _job_request(task: str, summary: str) -> dict:
                                 "Location, and goes on; a disconnect never cancels it (DELETE does). Default: "
                                 "the Prefer header's wait, else the cap"},
     }
+    props["webhook"] = {"type": "string", "format": "uri", "maxLength": 2048,
+                        "description": "called (POST, JSON, signed: Locoserve-Signature t=…,v1=HMAC-SHA256(secret, "
+                                       "'t.body')) when the job ends; https to a public address (http and "
+                                       "private addresses only where the service's config allows); retried with "
+                                       "back-off for 24 h; a refused URL is a 422 and costs nothing"}
     if task == "separate":
         props["stems"] = {"type": "integer", "enum": [2, 5], "description": "default: the plan's default"}
     return {
@@ -154,6 +159,9 @@ def openapi() -> dict:
                               "description": "signed download URLs (?token=…) that need no key: one stem each, "
                                              "until links_expire_at (link_ttl_s, 1 h by default)"},
                     "links_expire_at": {"type": "string", "format": "date-time"},
+                    "webhook": {"type": "object", "description": "GET /api/jobs/{id} of a job with a webhook: its url "
+                                "and deliveries [{event_id, type, status (pending|delivered|failed), attempts "
+                                "[{at, status_code, error}], next_attempt_at, delivered_at}]"},
                     "archive": {"type": ["string", "null"], "description": "URL of all stems as one ZIP"},
                     "previews": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
                                  "description": "URL of each stem's preview (mp3, 96 kbps)"},

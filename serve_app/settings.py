@@ -61,7 +61,14 @@ class Settings(BaseModel):
     # a submission waits at most this long for its job (then 202 and Location; serve_app/waiting.py):
     # under the 60 s time-out common in proxies, so that a plain request always learns its job
     max_wait_s: float = Field(default=50.0, ge=0)
-    link_ttl_s: int = Field(default=3600, ge=60)  # signed stem links (serve_app/links.py) expire after this
+    link_ttl_s: int = Field(default=3600, ge=60)
+    # job webhooks (serve_app/webhooks.py): plain http and loopback/private receivers only where
+    # this allows them (local tests and serve_config.yaml, never a cluster); the first retry
+    # after this, doubling, at most an hour apart, for the window
+    webhook_allow_private: bool = False
+    webhook_first_retry_s: float = Field(default=10.0, gt=0)
+    webhook_retry_window_s: float = Field(default=24 * 3600, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)  # signed stem links (serve_app/links.py) expire after this
     # A job's usage reservation lapses after this long without renewal: a running job renews it
     # from its progress (every quarter of it) and the dispatcher for the calls it has in flight,
     # so one chunk's computation must take less than this. Lapsed → the sweeper (every

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
@@ -45,6 +45,7 @@ class JobOptions(BaseModel):
     normalize: Literal["peak", "loudness"] | None = None
     debug: bool = False
     wait: bool | float | None = None  # true, false or seconds (serve_app/waiting.py); None: not sent
+    webhook: str | None = Field(default=None, max_length=2048)  # called when the job ends (serve_app/webhooks.py)
 
     @field_validator("wait", mode="before")
     @classmethod

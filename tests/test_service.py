@@ -514,3 +514,47 @@ def test_signed_stem_links_need_no_key_and_are_bound_and_short_lived(svc):
         expired = signer.token(job["job_id"], "vocals.wav", int(time.time()) - 1)
         body = is_problem(anonymous.get(f"{job['stems']['vocals']}?token={expired}"), 403)
         assert "expired" in body["detail"]
+
+
+def test_a_webhook_receives_the_signed_end_of_the_job_and_retries_show(svc, db, new_key):
+    from test_webhooks_delivery import Receiver
+
+    from serve_app.jobs import Job
+    from serve_app.webhooks import secret_for, verify
+
+    receiver = Receiver(codes=[500])  # the first attempt fails: retried 0.5 s later
+    try:
+        key = new_key("pro")
+        job = svc.submit(key, seconds=1.0, stems=2, webhook=receiver.url).json()
+        assert job["status"] == "done"
+        with svc.client(key) as c:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                hook = c.get(f"/api/jobs/{job['job_id']}").json()["webhook"]
+                if hook["deliveries"] and hook["deliveries"][0]["status"] != "pending":
+                    break
+                time.sleep(0.2)
+        assert hook["url"] == receiver.url
+        (delivery,) = hook["deliveries"]
+        assert delivery["status"] == "delivered" and delivery["type"] == "job.done"
+        assert [a["status_code"] for a in delivery["attempts"]] == [500, 200]
+        headers, body, _ = receiver.got[-1]
+        sent = json.loads(body)
+        assert headers["Locoserve-Event-Id"] == sent["id"] == delivery["event_id"]
+        assert sent["job"]["job_id"] == job["job_id"] and sent["job"]["status"] == "done"
+        with Session(db) as s:
+            user_id = s.get(Job, job["job_id"]).user_id
+        assert verify(secret_for(db, user_id), body, headers["Locoserve-Signature"])
+    finally:
+        receiver.close()
+    # where the config does not allow loopback receivers, one is refused before any charge
+    strict = svc.keys["strict"]["pro"]
+    with svc.client(strict, "/strict") as c:
+        before = c.get("/api/me").json()["capabilities"]["stem_split"]["used"]
+    body = is_problem(svc.submit(strict, prefix="/strict", seconds=1.0, stems=2, webhook=receiver.url), 422)
+    assert body["code"] == "webhook_refused" and "https" in body["detail"]
+    body = is_problem(svc.submit(strict, prefix="/strict", seconds=1.0, stems=2,
+                                 webhook="https://169.254.169.254/latest"), 422)
+    assert "not a public address" in body["detail"]
+    with svc.client(strict, "/strict") as c:
+        assert c.get("/api/me").json()["capabilities"]["stem_split"]["used"] == before
