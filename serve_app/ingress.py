@@ -42,7 +42,7 @@ from models.formats import MEDIA_TYPES
 from . import studio
 from .jobs import ACTIVE, Job, JobStore, describe, spec_of
 from .links import LinkSigner, load_secret
-from .outbound import Refused, check_resolved
+from .outbound import FetchError, Refused, check_resolved, fetch
 from . import webhooks
 from .admission import Admission, MemoryBudget, Refusal, UploadGate
 from .metrics import IngressMetrics
@@ -188,6 +188,16 @@ class Ingress:
         finally:
             admission.release()
 
+    async def _fetch(self, url: str) -> tuple[bytes, str]:
+        """`audio_url`'s file (serve_app/outbound.py); its refusals are the caller's 4xx, uncharged."""
+        try:
+            return await self._submitting(fetch, url, int(self.s.max_upload_mb * 1024 * 1024),
+                                          self.s.url_fetch_timeout_s, self.s.url_max_redirects,
+                                          self.s.url_allow_private)
+        except FetchError as e:
+            slug = "payload-too-large" if e.status == 413 else "bad-request"
+            raise UploadError(e.status, slug, f"audio_url: {e.detail}", e.code) from None
+
     async def _submitting(self, fn, /, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self._submit_pool,
                                                                  functools.partial(fn, *args, **kwargs))
@@ -200,11 +210,12 @@ class Ingress:
     async def _submit(self, request: Request, task: str, key: str | None, capability: str,
                       idempotency_key: str | None, caller, admission: Admission) -> Response:
         try:
-            upload = await read_upload(request, int(self.s.max_upload_mb * 1024 * 1024), self.pace, admission)
+            upload = await read_upload(request, int(self.s.max_upload_mb * 1024 * 1024), self.pace, admission,
+                                       self._fetch)
         except UploadError as e:
             headers = {"Retry-After": str(self.s.retry_after_s)} if e.status in (429, 503) else None
             title = {408: "Upload too slow", 503: "Busy"}.get(e.status, "Unusable request")
-            return problem(e.status, e.slug, title, f"{e.detail}; nothing was charged", headers)
+            return problem(e.status, e.slug, title, f"{e.detail}; nothing was charged", headers, code=e.code)
         opts = upload.options
         if task == "separate":
             variant = f"{opts.stems}stem" if opts.stems else (caller.default_variant or "2stem")

@@ -29,6 +29,13 @@ def _job_request(task: str, summary: str) -> dict:
                                 "Location, and goes on; a disconnect never cancels it (DELETE does). Default: "
                                 "the Prefer header's wait, else the cap"},
     }
+    props["audio_url"] = {"type": "string", "format": "uri",
+                          "description": "instead of 'audio': the service downloads it (https; at most max_upload_mb, "
+                                         "url_fetch_timeout_s in all, url_max_redirects redirects; loopback, "
+                                         "link-local, private and metadata addresses refused, checked on every "
+                                         "address at connect time, unless url_allow_private). A refusal is a 4xx "
+                                         "problem with code url_refused, url_status, url_timeout, url_redirects, "
+                                         "url_unreachable or url_too_large (413), and costs nothing"}
     props["webhook"] = {"type": "string", "format": "uri", "maxLength": 2048,
                         "description": "called (POST, JSON, signed: Locoserve-Signature t=…,v1=HMAC-SHA256(secret, "
                                        "'t.body')) when the job ends; https to a public address (http and "
@@ -45,7 +52,10 @@ def _job_request(task: str, summary: str) -> dict:
                         "description": "RFC 7240: 'wait=N' (seconds, capped) or 'respond-async' (0), when the "
                                        "form has no 'wait'; answered with Preference-Applied"}],
         "requestBody": {"required": True, "content": {"multipart/form-data": {
-            "schema": {"type": "object", "required": ["audio"], "properties": props}}}},
+            "schema": {"type": "object", "properties": props,
+                       "oneOf": [{"required": ["audio"]}, {"required": ["audio_url"]}]}},
+            "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["audio_url"],
+                                                             "properties": props}}}},
         "responses": {
             "200": {"description": "done; RateLimit-Policy and RateLimit headers describe the quota", **JOB},
             "202": {"description": "accepted, and not ended within the wait; it goes on: poll Location", **JOB},

@@ -1,4 +1,4 @@
-"""Requests the service makes to addresses its callers name (webhooks; later, audio URLs).
+"""Requests the service makes to addresses its callers name: webhooks, and audio by URL.
 
 A caller must not make the service reach what only the service can reach: loopback,
 link-local (the cloud metadata endpoint 169.254.169.254 among them), private, shared (CGNAT),
@@ -6,7 +6,8 @@ multicast and reserved addresses are refused unless the config allows them (`all
 set for local tests and `serve_config.yaml`, never in the cluster config), and so is plain
 http. The check is made on every address the name resolves to *at connect time*, in the
 connection itself, so a name that resolves to a public address when the request is accepted
-and to a private one later (DNS rebinding) is still refused. Redirects are not followed.
+and to a private one later (DNS rebinding) is still refused. Webhooks follow no redirects;
+an audio download follows a few, each target checked as the first.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import http.client
 import ipaddress
 import socket
 import ssl
-from urllib.parse import urlsplit
+import time
+from urllib.parse import unquote, urljoin, urlsplit
 
 MAX_RESPONSE_READ = 64 * 1024  # a receiver's answer is read this far, to free the connection
 
@@ -125,3 +127,59 @@ def post(url: str, body: bytes, headers: dict, timeout: float, allow_private: bo
         return response.status
     finally:
         conn.close()
+
+
+class FetchError(Exception):
+    """A URL the service could not take audio from; `status` and `code` say how to answer."""
+
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def fetch(url: str, max_bytes: int, timeout_s: float, max_redirects: int, allow_private: bool) -> tuple[bytes, str]:
+    """GET `url` into memory: (body, the last URL's file name). At most `max_bytes` (a declared
+    larger Content-Length is refused before reading), `timeout_s` in all, `max_redirects`
+    redirects, each target checked as the first. FetchError otherwise. Blocking."""
+    deadline = time.monotonic() + timeout_s
+    for _ in range(max_redirects + 1):
+        try:
+            scheme, host, port, path = check_url(url, allow_private)
+        except Refused as e:
+            raise FetchError(422, "url_refused", str(e)) from None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise FetchError(422, "url_timeout", f"the download did not finish within {timeout_s:g} s")
+        conn = (_CheckedTLS if scheme == "https" else _Checked)(host, port, left, allow_private)
+        try:
+            conn.request("GET", path, headers={"User-Agent": "Locoserve/1", "Accept": "audio/*, video/*, */*"})
+            response = conn.getresponse()
+            if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
+                url = urljoin(url, response.getheader("Location"))
+                continue
+            if response.status != 200:
+                raise FetchError(422, "url_status", f"the URL answered {response.status} {response.reason}")
+            declared = response.getheader("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise FetchError(413, "url_too_large", f"the URL's file is {int(declared)} bytes; the limit is "
+                                                           f"{max_bytes}")
+            chunks, got = [], 0
+            while block := response.read1(1 << 16):  # what has arrived: a trickle cannot outlast the deadline
+                got += len(block)
+                if got > max_bytes:
+                    raise FetchError(413, "url_too_large", f"the URL's file exceeds the limit of {max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise FetchError(422, "url_timeout", f"the download did not finish within {timeout_s:g} s")
+                chunks.append(block)
+            name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+            return b"".join(chunks), name
+        except Refused as e:
+            raise FetchError(422, "url_refused", str(e)) from None
+        except socket.timeout:
+            raise FetchError(422, "url_timeout", f"the download did not finish within {timeout_s:g} s") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise FetchError(422, "url_unreachable", f"the URL could not be fetched ({type(e).__name__}: {e})"[:300]) \
+                from None
+        finally:
+            conn.close()
+    raise FetchError(422, "url_redirects", f"the URL redirected more than {max_redirects} times")

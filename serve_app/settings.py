@@ -68,7 +68,12 @@ class Settings(BaseModel):
     webhook_allow_private: bool = False
     webhook_first_retry_s: float = Field(default=10.0, gt=0)
     webhook_retry_window_s: float = Field(default=24 * 3600, gt=0)
-    webhook_timeout_s: float = Field(default=10.0, gt=0)  # signed stem links (serve_app/links.py) expire after this
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # audio by URL (`audio_url`): the same size cap as uploads, a time-out for the whole download,
+    # redirects followed (each checked); loopback/private hosts and plain http only where allowed
+    url_fetch_timeout_s: float = Field(default=60.0, gt=0)
+    url_max_redirects: int = Field(default=3, ge=0)
+    url_allow_private: bool = False  # signed stem links (serve_app/links.py) expire after this
     # A job's usage reservation lapses after this long without renewal: a running job renews it
     # from its progress (every quarter of it) and the dispatcher for the calls it has in flight,
     # so one chunk's computation must take less than this. Lapsed → the sweeper (every

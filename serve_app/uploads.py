@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Awaitable, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.datastructures import UploadFile
@@ -29,9 +29,9 @@ from .waiting import parse_wait
 
 
 class UploadError(Exception):
-    def __init__(self, status: int, slug: str, detail: str):
+    def __init__(self, status: int, slug: str, detail: str, code: str | None = None):
         super().__init__(detail)
-        self.status, self.slug, self.detail = status, slug, detail
+        self.status, self.slug, self.detail, self.code = status, slug, detail, code
 
 
 class JobOptions(BaseModel):
@@ -95,11 +95,15 @@ class Upload:
 
 
 async def read_upload(request: Request, max_bytes: int, pace: Pace | None = None,
-                      admission: Admission | None = None) -> Upload:
+                      admission: Admission | None = None,
+                      fetch_url: Callable[[str], Awaitable[tuple[bytes, str]]] | None = None) -> Upload:
+    """The audio comes as the file `audio`, or as `audio_url` fetched by `fetch_url`
+    (serve_app/outbound.py), under the same size cap and memory budget."""
     ctype = request.headers.get("content-type", "")
-    if not ctype.startswith("multipart/form-data"):
+    if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise UploadError(415, "unsupported-media-type",
-                          "send multipart/form-data with the audio file in a field named 'audio'")
+                          "send multipart/form-data with the audio file in a field named 'audio' (or its URL in "
+                          "'audio_url')")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise UploadError(413, "payload-too-large", f"the upload is {int(declared)} bytes; the limit is {max_bytes}")
@@ -129,15 +133,23 @@ async def read_upload(request: Request, max_bytes: int, pace: Pace | None = None
     except MultiPartException as e:
         raise UploadError(400, "bad-request", f"malformed multipart body: {e.message}") from e
     try:
-        audio = form.get("audio")
-        if not isinstance(audio, UploadFile):
-            raise UploadError(422, "bad-request", "the multipart field 'audio' with a file is missing")
-        fields = {k: v for k, v in form.items() if k != "audio" and isinstance(v, str)}
+        audio, url = form.get("audio"), form.get("audio_url")
+        if isinstance(audio, UploadFile) and url is not None:
+            raise UploadError(422, "bad-request", "send the audio as a file ('audio') or a URL ('audio_url'), not both")
+        if not isinstance(audio, UploadFile) and not (isinstance(url, str) and url and fetch_url):
+            raise UploadError(422, "bad-request", "the multipart field 'audio' with a file (or 'audio_url') is missing")
+        fields = {k: v for k, v in form.items() if k not in ("audio", "audio_url") and isinstance(v, str)}
         try:
             options = JobOptions(**fields)
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
             raise UploadError(422, "bad-request", f"invalid options: {problems}") from None
+        if url is not None:
+            # the download's size is known only once it is in: the budget holds the cap meanwhile
+            if admission is not None and (refusal := admission.take(max_bytes)) is not None:
+                raise UploadError(refusal.status, refusal.slug, refusal.detail)
+            data, name = await fetch_url(url)
+            return Upload(data, name, options)
         if admission is not None and (refusal := admission.take(audio.size or 0)) is not None:
             raise UploadError(refusal.status, refusal.slug, refusal.detail)
         return Upload(await audio.read(), audio.filename or "", options)

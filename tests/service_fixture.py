@@ -84,7 +84,8 @@ def start_service() -> tuple[Service, callable]:
                   chunk_seconds=18.0, overlap_seconds=1.75)
     main = dict(common, data_dir=str(root / "main"), database_url=f"sqlite:///{root / 'main' / 'db.sqlite'}",
                 allow_debug=True, seed_demo_users=True, stripe_webhook_secrets=[STRIPE_SECRET],
-                webhook_allow_private=True, webhook_first_retry_s=0.5)  # a receiver on 127.0.0.1, retried fast
+                # receivers and audio URLs on 127.0.0.1; webhooks retried fast
+                webhook_allow_private=True, webhook_first_retry_s=0.5, url_allow_private=True)
     strict = dict(common, data_dir=str(root / "strict"),
                   database_url=f"sqlite:///{root / 'strict' / 'db.sqlite'}",
                   allow_debug=False, seed_demo_users=True, max_upload_mb=1.0, results_ttl_s=2)

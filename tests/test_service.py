@@ -558,3 +558,38 @@ def test_a_webhook_receives_the_signed_end_of_the_job_and_retries_show(svc, db, 
     assert "not a public address" in body["detail"]
     with svc.client(strict, "/strict") as c:
         assert c.get("/api/me").json()["capabilities"]["stem_split"]["used"] == before
+
+
+def test_audio_by_url_from_a_local_server(svc, new_key, tmp_path):
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "My Song.wav").write_bytes(wav_bytes(2.0))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler,
+                                                                     directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        key = new_key("pro")
+        with svc.client(key) as c:
+            r = c.post("/api/audio/separate", data={"audio_url": f"{base}/My%20Song.wav", "stems": "2"})
+            assert r.status_code == 200, r.text
+            job = r.json()
+            assert job["status"] == "done" and job["source_name"] == "My Song" and job["duration_s"] == 2.0
+            body = is_problem(c.post("/api/audio/separate", data={"audio_url": f"{base}/missing.wav"}), 422)
+            assert body["code"] == "url_status" and "404" in body["detail"]
+            both = c.post("/api/audio/separate", data={"audio_url": f"{base}/My%20Song.wav"},
+                          files={"audio": ("x.wav", wav_bytes(1.0), "audio/wav")})
+            assert "not both" in is_problem(both, 422)["detail"]
+        assert used(svc, key) == 1  # only the job that ran
+        # where the config does not allow private addresses, the loopback server is never asked
+        strict = svc.keys["strict"]["pro"]
+        with svc.client(strict, "/strict") as c:
+            before = c.get("/api/me").json()["capabilities"]["stem_split"]["used"]
+            for url in (f"{base}/My%20Song.wav", "https://169.254.169.254/latest/meta-data/audio.wav"):
+                body = is_problem(c.post("/api/audio/separate", data={"audio_url": url}), 422)
+                assert body["code"] == "url_refused", body
+            assert c.get("/api/me").json()["capabilities"]["stem_split"]["used"] == before
+    finally:
+        server.shutdown()
