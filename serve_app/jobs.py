@@ -216,11 +216,10 @@ class JobStore:
         with Session(self.engine) as s:
             ids = s.exec(select(Job.id).join(UsageEvent, UsageEvent.id == Job.usage_event_id)
                          .where(Job.status.in_(ACTIVE), UsageEvent.status == "released")).all()
-        failed = [i for i in ids if self._cas(i, ACTIVE, status="failed", finished_at=utcnow(),
-                                              error="lost: the worker running it stopped (refunded)")]
-        for i in failed:
-            self.drop_input(i)
-        return len(failed)
+        # through finish, like any end, so that its webhook event is recorded; its usage event is
+        # released already, and settling it again changes nothing
+        return sum(self.finish(i, "failed", error="lost: the worker running it stopped (refunded)",
+                               refund_reason="expired: swept") for i in ids)
 
     def expire_results(self, older_than_s: int) -> int:
         """Delete result files of jobs that ended more than `older_than_s` ago."""

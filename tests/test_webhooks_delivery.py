@@ -125,6 +125,16 @@ def test_every_end_has_an_event_and_a_job_without_a_webhook_has_none(db, store, 
         store.finish(job.id, status, error="x", refund_reason="test")
         assert [d.type for d in deliveries(db, job.id)] == [f"job.{status}"]
         assert usage(db, job).status == "released"
+    from datetime import timedelta
+
+    from entitlements import sweep
+    from entitlements.schema import utcnow
+
+    swept = with_webhook(db, store, receiver.url)  # its worker stopped renewing: ended by the sweeper
+    sweep(db, now=utcnow() + timedelta(hours=2))
+    assert store.fail_orphans() >= 1
+    assert [d.type for d in deliveries(db, swept.id)] == ["job.failed"]
+    assert store.get(swept.id).status == "failed" and usage(db, swept).status == "released"
     plain = new_job(db, store)
     store.finish(plain.id, "done")
     assert not deliveries(db, plain.id)
