@@ -47,14 +47,19 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, svc):
     context = browser.new_context(viewport={"width": 1100, "height": 900}, accept_downloads=True)
     page = context.new_page()
-    errors = []
+    errors, elsewhere = [], []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # the service may run air-gapped: the page must not even try to load anything from elsewhere.
+    # The page's CSP blocks such a load before it becomes a request, and says so on the console.
+    page.on("console", lambda m: m.type == "error" and "Content Security Policy" in m.text and errors.append(m.text))
+    page.on("request", lambda r: r.url.startswith((svc.url + "/", "data:", "blob:")) or elsewhere.append(r.url))
     yield page
     context.close()
     assert not errors, f"the page raised: {errors}"
+    assert not elsewhere, f"the page asked for outside resources: {elsewhere}"
 
 
 def new_key(svc, plan: str) -> str:
@@ -86,6 +91,17 @@ def painted_fraction(page, selector: str) -> float:
     }""")
 
 
+def until(page, js: str, timeout: float = 30.0) -> None:
+    """Wait until the arrow function `js` is truthy in the page. Polled from here: Playwright's
+    wait_for_function compiles its predicate with eval inside the page, which the page's CSP
+    (no 'unsafe-eval') refuses, as it should."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(js):
+        if time.monotonic() > deadline:
+            raise TimeoutError(js)
+        time.sleep(0.05)
+
+
 def studio(page, what: str, *args):
     return page.evaluate(f"([a]) => window.locoserveStudio.{what}(a)", list(args) or [None])
 
@@ -102,7 +118,7 @@ def test_split_listen_mix_and_download(svc, page, tmp_path):
     page.select_option("#task", "separate:2")
     page.select_option("#format", "flac")
     page.set_input_files("#file", str(song))
-    page.wait_for_function("!document.getElementById('submit').disabled")
+    until(page, "() => !document.getElementById('submit').disabled")
     page.click("#submit")
     page.wait_for_selector("#job-status[data-status=done]", timeout=180_000)
     assert page.text_content("#upload-text") == "Uploaded"
@@ -121,8 +137,8 @@ def test_split_listen_mix_and_download(svc, page, tmp_path):
         for name in rows:
             assert painted_fraction(page, f".stem[data-stem={name}] canvas") > 0.05, name
         # the account was read again after the job
-        page.wait_for_function("document.querySelector('.quota[data-capability=stem_split]')"
-                               ".textContent.includes('199 of 200')")
+        until(page, "() => document.querySelector('.quota[data-capability=stem_split]')"
+                     ".textContent.includes('199 of 200')")
 
         # play: the transport's clock runs; pause: it stops
         page.wait_for_selector("#play:not([disabled])", timeout=60_000)
@@ -139,14 +155,14 @@ def test_split_listen_mix_and_download(svc, page, tmp_path):
         # space plays and pauses (focus on the page, not on a control)
         page.click("h1")
         page.keyboard.press("Space")
-        page.wait_for_function("window.locoserveStudio.playing()")
+        until(page, "() => window.locoserveStudio.playing()")
         page.keyboard.press("Space")
-        page.wait_for_function("!window.locoserveStudio.playing()")
+        until(page, "() => !window.locoserveStudio.playing()")
 
         # a click on a waveform seeks there
         box = page.locator(".stem[data-stem=instrumental] canvas").bounding_box()
         page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] / 2)
-        page.wait_for_function("Math.abs(window.locoserveStudio.time() - 3.0) < 0.1")
+        until(page, "() => Math.abs(window.locoserveStudio.time() - 3.0) < 0.1")
 
         # mute and solo set the stems' gains in the audio graph
         assert studio(page, "gain", "vocals") == 1
@@ -233,16 +249,46 @@ def test_quota_used_up_is_shown_as_the_problem(svc, page, tmp_path):
     assert "0 of 10 left" in page.text_content(".quota[data-capability=stem_split]")  # nothing was charged
 
 
-def test_cancel_a_running_job(svc, page, tmp_path):
+def test_running_queued_and_cancelled(svc, page, tmp_path):
     key = new_key(svc, "vip")
-    song = tmp_path / "long.wav"
-    song.write_bytes(wav_bytes(60.0))
+    long, short = tmp_path / "long.wav", tmp_path / "short.wav"
+    long.write_bytes(wav_bytes(60.0))
+    short.write_bytes(wav_bytes(1.0, seed=1))
     enter_key(page, svc, key)
     page.select_option("#task", "separate:2")
-    page.set_input_files("#file", str(song))
+    page.set_input_files("#file", str(long))
     page.click("#submit")
-    page.wait_for_selector("#cancel:not([hidden])", timeout=60_000)
+    page.wait_for_selector("#job-status[data-status=running]", timeout=60_000)
+    assert re.fullmatch(r"Running on cpu: \d+ %", page.text_content("#job-status"))
+    running = page.evaluate("document.getElementById('job-title').textContent")
+    assert "long" in running
+
+    # a second job waits behind the first on the one 2-stem slot; the page follows it
+    page.set_input_files("#file", str(short))
+    page.click("#submit")
+    page.wait_for_selector("#job-status[data-status=queued]", timeout=60_000)
+    until(page, "() => document.getElementById('job-status').textContent === 'Queued, position 1'")
     page.click("#cancel")
     page.wait_for_selector("#job-status[data-status=cancelled]", timeout=60_000)
-    assert "refunded" in page.text_content("#job-status")
-    assert page.is_hidden("#cancel")
+    assert page.text_content("#job-status") == "Cancelled (refunded)" and page.is_hidden("#cancel")
+
+    # the running one, reopened from the recent jobs, is cancelled too
+    page.wait_for_selector("#recent li[data-status=running] button")
+    page.click("#recent li[data-status=running] button")
+    page.wait_for_selector("#cancel:not([hidden])")
+    page.click("#cancel")
+    page.wait_for_selector("#job-status[data-status=cancelled]", timeout=60_000)
+    with svc.client(key) as c:
+        assert [j["status"] for j in c.get("/api/jobs").json()["jobs"]] == ["cancelled", "cancelled"]
+        assert c.get("/api/me").json()["capabilities"]["stem_split"]["used"] == 0  # both refunded
+
+
+def test_a_bad_key_is_said_as_the_problem(svc, page):
+    page.goto(svc.url + "/")
+    page.fill("#key", "lsk_not-a-key")
+    page.click("#key-form button[type=submit]")
+    message = page.wait_for_selector("#message:not([hidden])")
+    with svc.client("lsk_not-a-key") as c:
+        problem = c.get("/api/me").json()
+    assert message.text_content() == f"{problem['title']}: {problem['detail']}"
+    assert page.text_content("#account") == "No key" and page.is_disabled("#submit")
