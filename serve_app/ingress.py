@@ -27,6 +27,8 @@ from ray.serve.handle import DeploymentHandle
 from sqlalchemy.exc import IntegrityError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -65,6 +67,9 @@ CANCEL_WAIT_S = 5.0
 # (Serve starts a new one within seconds); past it the job is refunded and the caller told 503
 ENQUEUE_RETRY_S = 15.0
 SUBMIT_THREADS = 8
+# response headers a cross-origin page may read: the job's URL, the wait applied, quotas, retries
+CORS_EXPOSED = ["Location", "Preference-Applied", "RateLimit", "RateLimit-Policy", "Retry-After",
+                "Content-Disposition", "Idempotent-Replayed"]
 JOBS_PAGE = 20  # GET /api/jobs: the default page size
 JOBS_PAGE_MAX = 100
 
@@ -141,8 +146,14 @@ class Ingress:
             Route("/readyz", self.readyz, methods=["GET"]),
             *studio.routes(),
         ]
-        return Starlette(routes=routes, exception_handlers={HTTPException: self._http_error,
-                                                            Exception: self._internal_error})
+        # CORS only for the origins the config names: a page elsewhere can then call the API (with
+        # a key it holds) and play signed stem links; without any, browsers keep their default
+        middleware = [Middleware(CORSMiddleware, allow_origins=self.s.cors_origins,
+                                 allow_methods=["GET", "POST", "DELETE"],
+                                 allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Prefer"],
+                                 expose_headers=CORS_EXPOSED, max_age=600)] if self.s.cors_origins else []
+        return Starlette(routes=routes, middleware=middleware,
+                         exception_handlers={HTTPException: self._http_error, Exception: self._internal_error})
 
     # -- errors -------------------------------------------------------------------------------
     async def _http_error(self, request: Request, exc: HTTPException) -> Response:
@@ -544,7 +555,7 @@ class Ingress:
     async def readyz(self, request: Request) -> Response:
         """200 once every model deployment can take jobs; 503 naming the ones that cannot."""
         states = await asyncio.to_thread(self.readiness.states)
-        ready = all(s.serving for s in states.values())
+        ready = all(s.ready for s in states.values())
         body = {"status": "ready" if ready else "not_ready",
                 "models": {m: {"deployment": s.deployment, "status": s.status} for m, s in states.items()}}
         return JSONResponse(body, status_code=200 if ready else 503)

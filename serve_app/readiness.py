@@ -18,6 +18,9 @@ from ray import serve
 # transitions of a deployment that is starting or scaling. LOCAL: Serve's local testing mode
 # (tests), which has no controller to ask and constructs every deployment before serving.
 SERVING = {"HEALTHY", "UPDATING", "UPSCALING", "DOWNSCALING", "LOCAL"}
+# /readyz is stricter: UPDATING is also a deployment whose first replicas are still starting
+# (4-7 s before they take jobs), which a load balancer should not yet send traffic to
+READY = SERVING - {"UPDATING"}
 DEPLOYMENTS = {"two_stem": "TwoStem", "five_stem": "FiveStem"}
 
 
@@ -30,6 +33,10 @@ class ModelState:
     @property
     def serving(self) -> bool:
         return self.status in SERVING
+
+    @property
+    def ready(self) -> bool:
+        return self.status in READY
 
 
 class Readiness:

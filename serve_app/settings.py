@@ -20,6 +20,8 @@ class Settings(BaseModel):
 
     # storage: DATABASE_URL (or this) selects PostgreSQL; otherwise SQLite in the data folder
     database_url: str | None = None
+    # a cluster: refuse to start without PostgreSQL and a data folder named for every node
+    require_shared_storage: bool = False
     data_dir: str = Field(default_factory=lambda: os.environ.get("LOCOSERVE_DATA_DIR", "data"))
     seed_demo_users: bool = False
     allow_debug: bool = False
@@ -62,6 +64,7 @@ class Settings(BaseModel):
     # under the 60 s time-out common in proxies, so that a plain request always learns its job
     max_wait_s: float = Field(default=50.0, ge=0)
     link_ttl_s: int = Field(default=3600, ge=60)
+    cors_origins: list[str] = Field(default_factory=list)  # e.g. ["https://app.example.com"]; none: no CORS
     # job webhooks (serve_app/webhooks.py): plain http and loopback/private receivers only where
     # this allows them (local tests and serve_config.yaml, never a cluster); the first retry
     # after this, doubling, at most an hour apart, for the window
@@ -106,6 +109,15 @@ class Settings(BaseModel):
         # Resolved once, where the app is built: replicas run in other working directories.
         # A DATABASE_URL in the environment is left to each replica to read, so that a
         # password never ends up in the application's (visible) config.
+        if self.require_shared_storage:
+            missing = []
+            if not (self.database_url or os.environ.get("DATABASE_URL", "")).startswith("postgresql"):
+                missing.append("DATABASE_URL (a PostgreSQL URL every node reaches)")
+            if "data_dir" not in self.model_fields_set and not os.environ.get("LOCOSERVE_DATA_DIR"):
+                missing.append("LOCOSERVE_DATA_DIR (a path to storage every node shares)")
+            if missing:
+                raise ValueError(f"this config needs {' and '.join(missing)} in the nodes' environment; "
+                                 f"without them each node would keep its own jobs and files")
         self.data_dir = str(Path(self.data_dir).resolve())
         if self.database_url is None and not os.environ.get("DATABASE_URL"):
             self.database_url = f"sqlite:///{Path(self.data_dir) / 'locoserve.db'}"

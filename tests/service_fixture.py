@@ -21,6 +21,7 @@ import numpy as np
 import soundfile as sf
 
 STRIPE_SECRET = "whsec_integration"
+CORS_ORIGIN = "https://app.example"
 
 
 def free_port() -> int:
@@ -85,7 +86,8 @@ def start_service() -> tuple[Service, callable]:
     main = dict(common, data_dir=str(root / "main"), database_url=f"sqlite:///{root / 'main' / 'db.sqlite'}",
                 allow_debug=True, seed_demo_users=True, stripe_webhook_secrets=[STRIPE_SECRET],
                 # receivers and audio URLs on 127.0.0.1; webhooks retried fast
-                webhook_allow_private=True, webhook_first_retry_s=0.5, url_allow_private=True)
+                webhook_allow_private=True, webhook_first_retry_s=0.5, url_allow_private=True,
+                cors_origins=[CORS_ORIGIN])
     strict = dict(common, data_dir=str(root / "strict"),
                   database_url=f"sqlite:///{root / 'strict' / 'db.sqlite'}",
                   allow_debug=False, seed_demo_users=True, max_upload_mb=1.0, results_ttl_s=2)

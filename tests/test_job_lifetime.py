@@ -78,3 +78,34 @@ def test_openapi_lists_401_wherever_a_key_is_needed():
         for op in methods.values():
             if op.get("security"):
                 assert "401" in op["responses"], (path, op["summary"])
+
+
+def test_the_cluster_config_refuses_to_start_without_shared_storage(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import yaml
+
+    from serve_app.settings import Settings
+
+    args = yaml.safe_load((Path(__file__).parents[1] / "configs" / "cluster.yaml").read_text())["applications"][0]["args"]
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("LOCOSERVE_DATA_DIR", raising=False)
+    with pytest.raises(ValidationError, match="DATABASE_URL .* and LOCOSERVE_DATA_DIR"):
+        Settings(**args)
+    monkeypatch.setenv("LOCOSERVE_DATA_DIR", str(tmp_path))
+    with pytest.raises(ValidationError) as e:
+        Settings(**args)
+    assert "DATABASE_URL" in str(e.value) and "LOCOSERVE_DATA_DIR" not in str(e.value)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db.internal/locoserve")
+    ok = Settings(**args)
+    assert ok.data_dir == str(tmp_path) and ok.database_url is None  # read by each replica, never in the config
+    assert Settings(**Settings(**args).model_dump()).data_dir == str(tmp_path)  # as the replicas get it
+
+
+def test_readyz_waits_out_updating_while_jobs_are_still_accepted():
+    from serve_app.readiness import ModelState
+
+    for status, serving, ready in (("HEALTHY", True, True), ("UPDATING", True, False), ("UPSCALING", True, True),
+                                   ("DEPLOY_FAILED", False, False), ("UNHEALTHY", False, False)):
+        state = ModelState("TwoStem", status, "")
+        assert (state.serving, state.ready) == (serving, ready), status

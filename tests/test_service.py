@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from sqlmodel import Session, select
 
-from service_fixture import STRIPE_SECRET, start_service, wav_bytes
+from service_fixture import CORS_ORIGIN, STRIPE_SECRET, start_service, wav_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -593,3 +593,21 @@ def test_audio_by_url_from_a_local_server(svc, new_key, tmp_path):
             assert c.get("/api/me").json()["capabilities"]["stem_split"]["used"] == before
     finally:
         server.shutdown()
+
+
+def test_cors_only_for_the_configured_origins(svc):
+    key = svc.keys["pro"]
+    job = svc.submit(key, seconds=1.0, stems=2).json()
+    with svc.client() as c:
+        ask = {"Origin": CORS_ORIGIN, "Access-Control-Request-Method": "POST",
+               "Access-Control-Request-Headers": "authorization, prefer"}
+        pre = c.options("/api/audio/separate", headers=ask)
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == CORS_ORIGIN
+        assert "prefer" in pre.headers["access-control-allow-headers"].lower()
+        stem = c.get(job["links"]["vocals"], headers={"Origin": CORS_ORIGIN})  # an <audio> element elsewhere
+        assert stem.status_code == 200 and stem.headers["access-control-allow-origin"] == CORS_ORIGIN
+        other = c.get(job["links"]["vocals"], headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+        assert c.options("/api/audio/separate", headers=ask | {"Origin": "https://evil.example"}).status_code == 400
+    with svc.client(svc.keys["strict"]["pro"], "/strict") as c:  # no origins configured: no CORS at all
+        assert "access-control-allow-origin" not in c.get("/api/me", headers={"Origin": CORS_ORIGIN}).headers
