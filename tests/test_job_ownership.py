@@ -28,6 +28,7 @@ def test_follow_record_leaves_a_queued_job_to_the_next_dispatcher_and_reports_it
                                              store.finish(queued.id, "done", stems=["vocals"])))
     finisher.start()
     ended = asyncio.run(follow_record(store, queued.id, poll_s=0.01))
+    finisher.join()  # the record ends first; its usage is settled just after, in its own transaction
     assert ended.status == "done" and usage(db, queued).status == "committed"
 
     running = new_job(db, store)
@@ -35,6 +36,7 @@ def test_follow_record_leaves_a_queued_job_to_the_next_dispatcher_and_reports_it
     finisher = threading.Timer(0.3, lambda: store.finish(running.id, "done", stems=["vocals"]))
     finisher.start()
     ended = asyncio.run(follow_record(store, running.id, poll_s=0.02))
+    finisher.join()
     assert ended.status == "done" and usage(db, running).status == "committed"  # the run's outcome stands
 
 
