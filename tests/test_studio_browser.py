@@ -22,9 +22,12 @@ import pytest
 
 from service_fixture import start_service, wav_bytes
 
-pytestmark = pytest.mark.integration
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+# skipped before the service starts: without a browser there is nothing here to run
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install "
+                                                          "chromium; .ci/run installs it)")]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +39,6 @@ def svc():
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
