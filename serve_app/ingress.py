@@ -71,6 +71,7 @@ SUBMIT_THREADS = 8
 CORS_EXPOSED = ["Location", "Preference-Applied", "RateLimit", "RateLimit-Policy", "Retry-After",
                 "Content-Disposition", "Idempotent-Replayed"]
 JOBS_PAGE = 20  # GET /api/jobs: the default page size
+ARCHIVE = "stems.zip"  # the file name a ZIP link's token is bound to
 JOBS_PAGE_MAX = 100
 
 
@@ -362,6 +363,9 @@ class Ingress:
             body["links"] = {name: f"{url}?token={self.links.token(job.id, url.rsplit('/', 1)[1], expires)}"
                              for name, url in body["stems"].items()}
             body["links_expire_at"] = iso(datetime.fromtimestamp(expires, timezone.utc))
+            # the ZIP too: a browser saves it straight to disk from a link, instead of holding
+            # hundreds of MB of stems in memory to save them from a blob
+            body["archive_link"] = f"{body['archive']}?token={self.links.token(job.id, ARCHIVE, expires)}"
         return body
 
     def _job_response(self, request: Request, job: Job, debug: bool, headers: dict | None = None,
@@ -475,7 +479,7 @@ class Ingress:
             return problem(422, "bad-request", "Unusable request", f"cursor: {e}")
         base = root(request)
         return JSONResponse({
-            "jobs": [describe(job, base) for job in jobs], "next_cursor": next_cursor,
+            "jobs": [self._describe(request, job) for job in jobs], "next_cursor": next_cursor,
             "next": f"{base}/api/jobs?limit={raw_limit}&cursor={next_cursor}" if next_cursor else None})
 
     async def _finished_job(self, request: Request) -> Job:
@@ -486,10 +490,19 @@ class Ingress:
         return job
 
     async def archive(self, request: Request) -> Response:
-        try:
-            job = await self._finished_job(request)
-        except Unauthorized as e:
-            return self._deny(e)
+        token = request.query_params.get("token")
+        if token is not None:  # a signed link, as for a stem (see download)
+            why = self.links.check(request.path_params["job_id"], ARCHIVE, token)
+            if why is not None:
+                return problem(403, "invalid-link", "Invalid link", why)
+            job = await asyncio.to_thread(self.jobs.get, request.path_params["job_id"])
+            if job is None or job.status != "done" or not job.stems or job.results_deleted_at is not None:
+                raise HTTPException(404, "no results for this job (its retention period has passed)")
+        else:
+            try:
+                job = await self._finished_job(request)
+            except Unauthorized as e:
+                return self._deny(e)
         folder, track = self.jobs.result_dir(job.id), job.source_name or job.id
         members = [(download_name(track, name, job.format), folder / f"{name}.{job.format}") for name in job.stems]
         if not all(path.is_file() for _, path in members):

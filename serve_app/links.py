@@ -55,7 +55,7 @@ class LinkSigner:
         """None if the token is good for this job and file now, else why it is not."""
         expires, _, mac = token.partition(".")
         if not expires.isdigit() or not hmac.compare_digest(mac, self._mac(job_id, filename, int(expires))):
-            return "the link's token is not valid for this stem"
+            return "the link's token is not valid for this file"
         if int(expires) < (now if now is not None else time.time()):
             return "the link has expired; fetch the job again for a fresh one"
         return None

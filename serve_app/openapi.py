@@ -119,10 +119,17 @@ def openapi() -> dict:
                                                                        "has expired (/problems/invalid-link)"},
                                       "404": PROBLEM}}},
             "/api/jobs/{job_id}/stems.zip": {
-                "get": {"summary": "All stems in one ZIP (stored, streamed), saved as '{song name}-stems.zip'",
-                        "security": AUTH, "parameters": job_id,
+                "get": {"summary": "All stems in one ZIP (stored, streamed), saved as '{song name}-stems.zip': "
+                                   "with the key, or with the token of the job's archive_link",
+                        "security": AUTH,
+                        "parameters": job_id + [{"name": "token", "in": "query", "required": False,
+                                                 "schema": {"type": "string"},
+                                                 "description": "from the job's 'archive_link': this archive only, "
+                                                                "until links_expire_at; no key needed"}],
                         "responses": {"200": {"description": "members named '{song name}-{stem}.{ext}'",
-                                              "content": {"application/zip": {}}}, "401": PROBLEM, "404": PROBLEM}}},
+                                              "content": {"application/zip": {}}}, "401": PROBLEM,
+                                      "403": PROBLEM | {"description": "the token is not valid for this archive, "
+                                                                       "or has expired"}, "404": PROBLEM}}},
             "/api/jobs/{job_id}/previews/{filename}": {
                 "get": {"summary": "A stem's small preview for playback (mp3, 96 kbps), e.g. vocals.mp3",
                         "security": AUTH,
@@ -173,6 +180,8 @@ def openapi() -> dict:
                                 "and deliveries [{event_id, type, status (pending|delivered|failed), attempts "
                                 "[{at, status_code, error}], next_attempt_at, delivered_at}]"},
                     "archive": {"type": ["string", "null"], "description": "URL of all stems as one ZIP"},
+                    "archive_link": {"type": "string", "description": "the archive's URL signed like 'links' "
+                                                                      "(no key needed, until links_expire_at)"},
                     "previews": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
                                  "description": "URL of each stem's preview (mp3, 96 kbps)"},
                     "peaks": {"type": ["string", "null"], "description": "URL of the stems' waveform peaks"},

@@ -198,8 +198,8 @@ def test_results_are_deleted_after_their_retention(svc):
             time.sleep(0.5)
         later = c.get(f"/strict/api/jobs/{job['job_id']}").json()
         assert later["stems"] is None and later["results_deleted_at"] and later["status"] == "done"
-        assert later["archive"] is later["peaks"] is later["previews"] is None
-        for gone in (url, job["archive"], job["peaks"], job["previews"]["vocals"]):
+        assert later["archive"] is later["peaks"] is later["previews"] is None and "archive_link" not in later
+        for gone in (url, job["archive"], job["archive_link"], job["peaks"], job["previews"]["vocals"]):
             is_problem(c.get(gone), 404)
 
 
@@ -399,7 +399,8 @@ def test_job_list_newest_first_paginated_and_owner_only(svc, new_key):
         first = c.get("/api/jobs", params={"limit": 2}).json()
         assert [j["job_id"] for j in first["jobs"]] == ids[::-1][:2]
         assert first["next"] == f"/api/jobs?limit=2&cursor={first['next_cursor']}"
-        assert first["jobs"][0]["stems"] and first["jobs"][0]["archive"]  # described as GET /api/jobs/{id} does
+        listed = first["jobs"][0]  # described as GET /api/jobs/{id} describes it, signed links included
+        assert listed["stems"] and listed["archive"] and listed["links"] and listed["archive_link"]
         second = c.get(first["next"]).json()
         assert [j["job_id"] for j in second["jobs"]] == ids[:1] and second["next_cursor"] is None
         everything = c.get("/api/jobs").json()
@@ -448,6 +449,16 @@ def test_previews_peaks_and_zip_of_a_result(svc):
     with svc.client(svc.keys["vip"]) as other:
         for url in (job["peaks"], job["archive"], job["previews"]["vocals"]):
             is_problem(other.get(url), 404)
+    # the archive's signed link needs no key, and its token opens that archive only
+    with svc.client() as anyone:
+        linked = anyone.get(job["archive_link"])
+        assert linked.status_code == 200 and linked.content == archive.content
+        token = job["archive_link"].split("?token=")[1]
+        another = svc.submit(key, seconds=1.0, stems=2).json()
+        assert is_problem(anyone.get(f"{another['archive']}?token={token}"), 403)["type"] == "/problems/invalid-link"
+        stem_token = job["links"]["vocals"].split("?token=")[1]
+        is_problem(anyone.get(f"{job['archive']}?token={stem_token}"), 403)  # a stem's token is for that stem
+        is_problem(anyone.get(job["archive"]), 401)
 
 
 def test_a_wait_that_runs_out_answers_202_and_the_job_goes_on(svc, db, new_key):

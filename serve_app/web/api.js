@@ -68,24 +68,17 @@ export function upload(path, form, onProgress) {
   });
 }
 
-// A download needs the key in a header, so the file is fetched and handed to the browser as
-// a blob, under the name the service gives it (Content-Disposition).
-export async function download(path) {
-  const r = await request(path, { as: "response" });
-  const blob = await r.blob();
+// A file is saved from its signed link (…?token=, no key needed), so that the browser streams
+// it to disk under the service's name instead of holding it in memory first. Links expire
+// (link_ttl_s), so the job is read again for fresh ones.
+export async function save(jobId, pick) {
+  const job = await request(`/api/jobs/${jobId}`);
+  const link = pick(job);
+  if (!link) throw new ApiError(404, "Not available", "this job's results are no longer kept");
   const a = document.createElement("a");
-  a.href = URL.createObjectURL(blob);
-  a.download = filenameOf(r.headers.get("Content-Disposition")) || path.split("/").pop();
+  a.href = url(link);
+  a.download = ""; // the name comes from Content-Disposition
   document.body.append(a);
   a.click();
   a.remove();
-  setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
-}
-
-export function filenameOf(disposition) {
-  if (!disposition) return null;
-  const utf8 = /filename\*=UTF-8''([^;]+)/i.exec(disposition);
-  if (utf8) return decodeURIComponent(utf8[1]);
-  const plain = /filename="([^"]+)"/i.exec(disposition);
-  return plain ? plain[1] : null;
 }

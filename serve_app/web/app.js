@@ -1,5 +1,5 @@
 // Locoserve Studio: key → account, upload → job → result (mixer, downloads), recent jobs.
-import { ApiError, download, key, request, upload } from "./api.js";
+import { ApiError, key, request, save, upload } from "./api.js";
 import { Mixer } from "./player.js";
 import { draw } from "./waveform.js";
 
@@ -274,7 +274,7 @@ async function showResult(summary) {
   $("result").hidden = false;
   $("result-warning").hidden = !job.warning;
   $("result-warning").textContent = job.warning || "";
-  $("download-all").onclick = () => download(job.archive).catch(sayError);
+  $("download-all").onclick = () => save(job.job_id, (fresh) => fresh.archive_link).catch(sayError);
   renderDetails(job);
   const names = Object.keys(job.stems);
   const rows = new Map(names.map((name, i) => [name, stemRow(job, name, COLORS[i % COLORS.length])]));
@@ -332,7 +332,7 @@ function stemRow(job, name, color) {
   volume.oninput = () => state.mixer?.tracks.has(name) && state.mixer.set(name, { volume: Number(volume.value) });
   const get = el("button", { type: "button", className: "download", textContent: `⤓ ${job.format}` });
   get.setAttribute("aria-label", `Download ${name}`);
-  get.onclick = () => download(job.stems[name]).catch(sayError);
+  get.onclick = () => save(job.job_id, (fresh) => fresh.links?.[name]).catch(sayError);
   const title = el("span", { className: "stem-name", textContent: name });
   title.style.borderColor = color;
   const row = el("div", { className: "stem", dataset: { stem: name } },
