@@ -74,11 +74,11 @@ class Dispatcher:
         self.metrics = Metrics()
         self._tasks = [asyncio.get_event_loop().create_task(self._worker(name))
                        for name, n in slots.items() for _ in range(n)]
-        self._tasks.append(asyncio.get_event_loop().create_task(self._housekeeping()))
-        self._tasks.append(asyncio.get_event_loop().create_task(self._recovery()))
         self.deliverer = Deliverer(self.db, self.s.webhook_allow_private, self.s.webhook_first_retry_s,
                                    self.s.webhook_retry_window_s, self.s.webhook_timeout_s)
-        self._tasks.append(asyncio.get_event_loop().create_task(self._webhooks()))
+        self._loops = [asyncio.get_event_loop().create_task(loop())
+                       for loop in (self._housekeeping, self._recovery, self._webhooks)]
+        self._tasks += self._loops
 
     def _gauge(self, model: str) -> None:
         for level, depth in self.queues[model].depth().items():
@@ -268,6 +268,14 @@ class Dispatcher:
                     log.info("housekeeping: %d reservations released, %d results deleted", released, expired)
             except Exception:
                 log.exception("housekeeping failed; retrying next round")
+
+    async def __del__(self) -> None:
+        # Serve calls this on graceful shutdown: stop the background loops before the replica's
+        # thread pool goes, or each logged a traceback at ERROR ("cannot schedule new futures
+        # after shutdown") on every ordinary stop. The workers are left alone: cancelling one
+        # would cancel its model call, and the run it started must go on and settle itself.
+        for task in self._loops:
+            task.cancel()
 
     def check_health(self) -> None:
         dead = [t for t in self._tasks if t.done()]

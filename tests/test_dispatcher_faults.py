@@ -29,8 +29,8 @@ def app():
     from serve_app.app import build_app
 
     root = Path(tempfile.mkdtemp(prefix="locoserve-faults-"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="ray"))
+    ray_dir = tempfile.mkdtemp(prefix="ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_dir)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     # 2 s chunks: a long job reports progress (and is seen running) early
@@ -43,7 +43,9 @@ def app():
 
     run()
     keys = json.loads((root / "demo-keys.json").read_text())
-    yield Service(f"http://127.0.0.1:{port}", root, conf["database_url"], keys), run
+    service = Service(f"http://127.0.0.1:{port}", root, conf["database_url"], keys)
+    service.ray_dir = Path(ray_dir)
+    yield service, run
     ray.shutdown()
 
 
@@ -149,3 +151,9 @@ def test_restarting_the_application_runs_or_refunds_every_job(app, db):
     assert [j.status for j, _ in rows[1:]] == ["done", "done"], [(j.status, j.error) for j, _ in rows]
     lost = rows[0][0]  # its replica was deleted under it: run again once from its stored input
     assert (lost.attempts, lost.status) == (1, "done"), (lost.attempts, lost.status, lost.error)
+    # the deleted Dispatcher's background loops stopped quietly (they logged a traceback at ERROR
+    # on every ordinary stop)
+    logs = list(svc.ray_dir.glob("session_*/logs/serve/replica_main_Dispatcher_*.log"))
+    assert len(logs) >= 2, logs  # the killed replica, the one deleted, the new one
+    noise = [line for log in logs for line in log.read_text().splitlines() if "retrying next round" in line]
+    assert not noise, noise
