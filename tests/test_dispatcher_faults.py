@@ -1,8 +1,9 @@
-"""A queue that survives its dispatcher (issue 12, point 1), against the real application on
-a real local Ray: the Dispatcher actor is killed with `wait=false` jobs queued behind a
-running one, and the whole application is deleted and run again on the same database and
-data folder with a job running and two queued. Every job must end done, or failed and
-refunded, within a minute, and no job may be charged twice."""
+"""Faults as an operator meets them, against the real application on a real local Ray (issue
+12): the Dispatcher actor is killed with `wait=false` jobs queued behind a running one, and
+the whole application is deleted and run again on the same database and data folder with a
+job running and two queued; every job must end done, or failed and refunded, within a
+minute, and no job may be charged twice. And a model deployment that cannot start makes
+job requests a 503 that costs nothing."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from service_fixture import Service, free_port
+from service_fixture import Service, free_port, wav_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +30,9 @@ def app():
     from serve_app.app import build_app
 
     root = Path(tempfile.mkdtemp(prefix="locoserve-faults-"))
-    ray_dir = tempfile.mkdtemp(prefix="ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_dir)
+    ray_dir, metrics_port = tempfile.mkdtemp(prefix="ray"), free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_dir,
+             _metrics_export_port=metrics_port)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     # 2 s chunks: a long job reports progress (and is seen running) early
@@ -44,7 +46,7 @@ def app():
     run()
     keys = json.loads((root / "demo-keys.json").read_text())
     service = Service(f"http://127.0.0.1:{port}", root, conf["database_url"], keys)
-    service.ray_dir = Path(ray_dir)
+    service.ray_dir, service.conf, service.metrics_port = Path(ray_dir), conf, metrics_port
     yield service, run
     ray.shutdown()
 
@@ -157,3 +159,64 @@ def test_restarting_the_application_runs_or_refunds_every_job(app, db):
     assert len(logs) >= 2, logs  # the killed replica, the one deleted, the new one
     noise = [line for log in logs for line in log.read_text().splitlines() if "retrying next round" in line]
     assert not noise, noise
+
+
+def test_a_model_deployment_that_cannot_start_is_a_503_that_costs_nothing(app):
+    import httpx
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    svc, _ = app
+    root = Path(tempfile.mkdtemp(prefix="locoserve-broken-"))
+    # an engine setting the network does not have: every model replica fails in its constructor
+    broken = dict(svc.conf, data_dir=str(root), database_url=f"sqlite:///{root / 'db.sqlite'}",
+                  model_overrides={"no_such_field": 1}, two_stem_cpus=0.25, five_stem_cpus=0.25)
+    try:
+        serve.run(build_app(broken), name="broken", route_prefix="/broken")
+    except Exception as e:  # noqa: BLE001 (Serve says the deployment failed; the Ingress still serves)
+        assert "fail" in str(e).lower(), e
+    keys = json.loads((root / "demo-keys.json").read_text())
+    with httpx.Client(base_url=f"{svc.url}/broken", headers={"Authorization": f"Bearer {keys['pro']}"},
+                      timeout=120) as c:
+        ready = wait_for(lambda: (r := c.get("/readyz")).status_code == 503 and r.json()["models"]["two_stem"]
+                         ["status"] in ("DEPLOY_FAILED", "UNHEALTHY") and r, 120)
+        assert ready.json()["status"] == "not_ready"
+        files = {"audio": ("in.wav", wav_bytes(1.0), "audio/wav")}
+        r = c.post("/api/audio/separate", files=files, data={"stems": "2"})
+        assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json"), r.text
+        assert "TwoStem" in r.json()["detail"] and "nothing was charged" in r.json()["detail"]
+        assert r.headers["Retry-After"]
+        assert c.get("/api/me").json()["capabilities"]["stem_split"]["used"] == 0
+    serve.delete("broken")
+
+
+def scrape(port, name) -> dict[str, float]:
+    """Every sample of `name` in Ray's Prometheus export, by its label text."""
+    import httpx
+
+    samples = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line[len(name):].rpartition(" ")
+            samples[labels] = float(value)
+    return samples
+
+
+def total(samples, **labels) -> float:
+    return sum(v for k, v in samples.items() if all(f'{n}="{l}"' in k for n, l in labels.items()))
+
+
+def test_the_metrics_move_with_a_job_and_a_refusal(app, db):
+    svc, _ = app
+    port = svc.metrics_port
+    # Ray prefixes every application metric with ray_ (the README says so)
+    done = lambda: total(scrape(port, "ray_locoserve_jobs_total"), model="two_stem", outcome="done")  # noqa: E731
+    refused = lambda: total(scrape(port, "ray_locoserve_denials_total"), reason="unauthorized")  # noqa: E731
+    before_done, before_refused = done(), refused()
+    assert svc.submit(new_key(db), seconds=1.0, stems=2).json()["status"] == "done"
+    assert svc.submit("lsk_not-a-key", seconds=1.0).status_code == 401
+    # the agent exports every few seconds
+    wait_for(lambda: done() >= before_done + 1 and refused() >= before_refused + 1, 90, every=2)
+    waits = scrape(port, "ray_locoserve_queue_wait_seconds_count")
+    assert total(waits, model="two_stem") >= 1
