@@ -220,3 +220,20 @@ def test_the_metrics_move_with_a_job_and_a_refusal(app, db):
     wait_for(lambda: done() >= before_done + 1 and refused() >= before_refused + 1, 90, every=2)
     waits = scrape(port, "ray_locoserve_queue_wait_seconds_count")
     assert total(waits, model="two_stem") >= 1
+
+
+def test_an_ordinary_cancel_logs_no_error(app, db):
+    svc, _ = app
+    key = new_key(db)
+    running = submit(svc, key, 60.0)
+    wait_for(lambda: records(db, [running])[0][0].progress > 0, 120)
+    queued = submit(svc, key, 1.0)
+    with svc.client(key) as c:
+        assert c.delete(f"/api/jobs/{queued}").json()["status"] == "cancelled"
+        assert c.delete(f"/api/jobs/{running}").json()["status"] == "cancelled"
+    assert all(j.status == "cancelled" and e.status == "released" for j, e in records(db, [running, queued]))
+    time.sleep(2)  # the replicas' log lines about the cancelled call
+    logs = list(svc.ray_dir.glob("session_*/logs/serve/replica_main_*.log"))
+    said = [line for log in logs for line in log.read_text().splitlines()
+            if (running in line or queued in line or "Cancel" in line) and not line.startswith("INFO")]
+    assert not said, said  # a cancel is the caller's ordinary choice: no ERROR, no traceback
