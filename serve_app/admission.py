@@ -3,8 +3,9 @@ bytes may sit in memory.
 
 Why: the ingress is one async process with a bounded number of requests in flight. Without
 limits one key could hold every slot with slow uploads (one byte every 2 s), and /healthz
-and every other caller's status poll would queue behind them; and each upload is read
-into memory before decoding, so parallel large uploads could grow the process past the host.
+and every other caller's status poll would queue behind them; and an `audio_url` download
+is held in memory until it is spooled, so parallel large ones could grow the process past the
+host (uploaded files go to disk as they arrive and never count: serve_app/uploads.py).
 Both limits refuse at once (a 429 for the key's own limit, a 503 for the service's), before
 anything is charged, so a refused request costs the ingress nothing but its headers.
 
@@ -50,7 +51,7 @@ class UploadGate:
 
 
 class MemoryBudget:
-    """Bytes of uploads (and their decoded samples) held in memory at once, across requests."""
+    """Bytes of audio downloads held in memory at once, across requests."""
 
     def __init__(self, limit: int):
         self.limit, self.held = limit, 0
@@ -69,7 +70,7 @@ class MemoryBudget:
 
 class Admission:
     """One request's share of the gate and the budget, given back once (at the latest when the
-    request ends; the ingress gives it back as soon as the audio is in the object store)."""
+    request ends; the ingress gives it back as soon as the job's input is stored)."""
 
     def __init__(self, gate: UploadGate, who: str, budget: MemoryBudget):
         self.gate, self.who, self.budget = gate, who, budget

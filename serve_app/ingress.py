@@ -2,9 +2,10 @@
 database calls and decoding run in threads, off the event loop).
 
 A job request goes: key check (401/403 before reading the upload) → multipart under a size
-cap (413) → decode and validate the audio (4xx, nothing charged) → authorize_and_consume
-(usage recorded before any inference; 402/403/429) → the upload stored durably in the data
-folder → job record (queued) → the dispatcher, by id. From the record and the stored input
+cap (413), spooled to a file in the data folder (serve_app/uploads.py) → the audio decoded
+from that file block by block and validated (4xx, nothing charged) → authorize_and_consume
+(usage recorded before any inference; 402/403/429) → the spool file renamed into the job
+inputs → job record (queued) → the dispatcher, by id. From the record and the stored input
 any dispatcher can queue the job again, and any model replica can run it.
 """
 
@@ -54,7 +55,7 @@ from .problems import DESCRIPTIONS, from_audio, from_entitlement, problem
 from .readiness import Readiness
 from .results import PEAKS_FILE, preview_path, zip_stream
 from .settings import Settings
-from .uploads import Pace, UploadError, read_upload
+from .uploads import Pace, Upload, UploadError, read_upload
 from .waiting import wait_seconds
 
 log = logging.getLogger("ray.serve")
@@ -92,10 +93,19 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
 
 
-def fingerprint(task: str, variant: str, options, data: bytes) -> str:
+def fingerprint(task: str, variant: str, options, audio_sha256: bytes) -> str:
+    """What an Idempotency-Key is bound to: the options that shape the job, and the audio's
+    SHA-256 digest (computed while the upload is spooled)."""
     h = hashlib.sha256(f"{task}|{variant}|{options.format}|{options.bitrate}|{options.normalize}|".encode())
-    h.update(hashlib.sha256(data).digest())
+    h.update(audio_sha256)
     return h.hexdigest()
+
+
+def decoded_seconds(path: Path, max_seconds: float) -> float:
+    """The audio's length at 44.1 kHz, decoded (and so validated: corrupt, truncated, NaN…)
+    block by block from the file: the samples themselves are never held, as the model
+    replica decodes the input again."""
+    return sum(block.shape[1] for block in audio.iter_decode(path, max_seconds)) / 44100
 
 
 # max_ongoing_requests: well above max_uploads, so that uploads (bounded by the admission
@@ -223,11 +233,19 @@ class Ingress:
                       idempotency_key: str | None, caller, admission: Admission) -> Response:
         try:
             upload = await read_upload(request, int(self.s.max_upload_mb * 1024 * 1024), self.pace, admission,
-                                       self._fetch)
+                                       self._fetch, spool_dir=self.jobs.inputs_dir, offload=self._submitting)
         except UploadError as e:
             headers = {"Retry-After": str(self.s.retry_after_s)} if e.status in (429, 503) else None
             title = {408: "Upload too slow", 503: "Busy"}.get(e.status, "Unusable request")
             return problem(e.status, e.slug, title, f"{e.detail}; nothing was charged", headers, code=e.code)
+        try:
+            return await self._from_upload(request, task, key, capability, idempotency_key, caller, admission,
+                                           upload)
+        finally:  # refused, failed or cancelled (the client left): its spool file goes too
+            upload.discard()
+
+    async def _from_upload(self, request: Request, task: str, key: str | None, capability: str,
+                           idempotency_key: str | None, caller, admission: Admission, upload: Upload) -> Response:
         opts = upload.options
         if task == "separate":
             variant = f"{opts.stems}stem" if opts.stems else (caller.default_variant or "2stem")
@@ -246,19 +264,14 @@ class Ingress:
         if refused is not None:
             return refused
         try:
-            info = await self._submitting(audio.probe, upload.data, self.s.max_input_seconds)
+            info = await self._submitting(audio.probe, upload.path, self.s.max_input_seconds)
             # refuse from the header, before decoding; the consume below checks again, atomically
             caller.check(info.duration, variant if task == "separate" else None)
-            # the decoded samples (float32 stereo at 44.1 kHz) count against the memory budget too
-            refusal = admission.take(int(min(info.duration, self.s.max_input_seconds) * 44100 * 8))
-            if refusal is not None:
-                return self._refuse(refusal)
-            samples = await self._submitting(audio.decode, upload.data, self.s.max_input_seconds)
+            duration = await self._submitting(decoded_seconds, upload.path, self.s.max_input_seconds)
         except audio.AudioError as e:
             return from_audio(e)
         except EntitlementError as e:
             return self._deny(e)
-        duration = samples.shape[1] / 44100
         if duration < self.s.min_input_seconds:  # a few frames are no song: refused, not charged
             return problem(422, "invalid-audio", "Unusable audio", f"the audio lasts {duration:.3f} s; at least "
                            f"{self.s.min_input_seconds:g} s is needed", code="too_short")
@@ -266,7 +279,7 @@ class Ingress:
             decision = await self._submitting(
                 authorize_and_consume, self.db, capability, api_key=key,
                 idempotency_key=idempotency_key,
-                fingerprint=fingerprint(task, variant, opts, upload.data), input_seconds=duration,
+                fingerprint=fingerprint(task, variant, opts, upload.sha256), input_seconds=duration,
                 variant=variant if task == "separate" else None, ttl_s=self.s.reservation_ttl_s)
         except EntitlementError as e:
             return self._deny(e)
@@ -289,9 +302,8 @@ class Ingress:
                   entitlement={k: v for k, v in decision.to_dict().items()
                                if k in ("capability", "source", "limit", "used", "remaining", "reset_at",
                                         "credits_remaining")})
-        del samples
         try:  # the input first: a queued record is runnable by whichever dispatcher reads it
-            await self._submitting(self.jobs.save_input, job.id, upload.data)
+            await self._submitting(self.jobs.adopt_input, job.id, upload.path)
         except OSError as e:
             log.exception("job %s: could not store the upload", job.id)
             await self._submitting(settle, self.db, decision.event_id, ok=False,
@@ -304,8 +316,7 @@ class Ingress:
             await self._submitting(self.jobs.drop_input, job.id)
             await self._submitting(settle, self.db, decision.event_id, ok=False, reason="job record not written")
             raise
-        del upload
-        admission.release()  # the upload and its samples have left this process's memory
+        admission.release()  # an audio_url download has left this process's memory
         queued = await self._enqueue(job)
         if queued is None:
             # nothing ran it: refunded unless something did start it meanwhile

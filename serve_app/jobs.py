@@ -110,6 +110,13 @@ class JobStore:
             raise
         return path
 
+    def adopt_input(self, job_id: str, spooled: Path) -> Path:
+        """A spool file (serve_app/uploads.py, already fsynced, in this folder) made the job's
+        input by an atomic rename: no copy of an upload of hundreds of MB."""
+        path = self.input_path(job_id)
+        os.replace(spooled, path)
+        return path
+
     def drop_input(self, job_id: str) -> None:
         self.input_path(job_id).unlink(missing_ok=True)
 

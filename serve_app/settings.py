@@ -52,7 +52,8 @@ class Settings(BaseModel):
     min_input_seconds: float = Field(default=0.1, ge=0)  # shorter decoded audio is refused (422), uncharged
     # ingress protection (serve_app/admission.py, uploads.py): uploads in progress per API key and
     # in all (the Ingress takes 1000 requests at once: the rest stay free for health and polls),
-    # bytes of uploads and decoded samples in memory, and how slowly a body may arrive (408)
+    # bytes of audio_url downloads in memory (files are spooled to disk), and how slowly a body
+    # may arrive (408)
     max_uploads_per_key: int = Field(default=4, ge=1)
     max_uploads: int = Field(default=64, ge=1, le=500)
     upload_memory_mb: float = Field(default=3072.0, gt=0)
@@ -95,13 +96,12 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _one_upload_fits_the_budget(self) -> "Settings":
-        # the largest upload allowed, with its decoded samples, must fit, or it is refused forever
-        largest = self.max_upload_mb + self.max_input_seconds * 44100 * 8 / 2**20
-        if self.upload_memory_mb < largest:
-            raise ValueError(f"upload_memory_mb ({self.upload_memory_mb:g}) must hold one upload of max_upload_mb "
-                             f"and its decoded samples ({largest:.0f} MiB for max_input_seconds "
-                             f"{self.max_input_seconds:g})")
+    def _one_download_fits_the_budget(self) -> "Settings":
+        # an audio_url download is held in memory until spooled: the largest allowed must fit,
+        # or it is refused forever (uploaded files are spooled to disk as they arrive)
+        if self.upload_memory_mb < self.max_upload_mb:
+            raise ValueError(f"upload_memory_mb ({self.upload_memory_mb:g}) must hold one download of "
+                             f"max_upload_mb ({self.max_upload_mb:g})")
         return self
 
     @model_validator(mode="after")

@@ -49,7 +49,7 @@ def test_a_running_job_keeps_its_reservation_from_its_progress(db, store):
 
 @pytest.mark.parametrize("values", [dict(reservation_ttl_s=5), dict(reservation_ttl_s=100, housekeeping_s=60),
                                     dict(housekeeping_s=0), dict(min_input_seconds=-1),
-                                    dict(max_input_seconds=3600, upload_memory_mb=1000)])
+                                    dict(max_upload_mb=200, upload_memory_mb=100)])
 def test_settings_refuse_a_ttl_that_renewals_cannot_keep(values, tmp_path):
     from serve_app.settings import Settings
 

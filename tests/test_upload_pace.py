@@ -1,6 +1,7 @@
 """`read_upload` over real HTTP (uvicorn, raw sockets): a body that stalls or trickles is cut
-with 408, an upload past the memory budget is refused, a normal one passes. No Ray: the
-ingress calls exactly this function, and its integration test is in test_faults.py."""
+with 408; a file of any size is spooled to disk, so it passes whatever the memory budget (which
+only an `audio_url` download takes). No Ray: the ingress calls exactly this function; its
+integration tests are in test_api_local.py and test_ingress_faults.py."""
 
 from __future__ import annotations
 
@@ -23,20 +24,28 @@ PACE = Pace(idle_s=2.0, min_rate=1000.0, grace_s=1.0)
 BUDGET = 200_000  # bytes
 
 
+received = []  # what the test sent, to compare with the spool file
+
+
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     import uvicorn
 
+    spool = tmp_path_factory.mktemp("spool")
     gate, budget = UploadGate(per_key=100, total=100), MemoryBudget(BUDGET)
 
     async def upload(request: Request):
         gate.enter("k")
         admission = Admission(gate, "k", budget)
         try:
-            got = await read_upload(request, 10_000_000, PACE, admission)
-            return JSONResponse({"bytes": len(got.data), "held": budget.held})
+            got = await read_upload(request, 10_000_000, PACE, admission, spool_dir=spool)
+            try:
+                return JSONResponse({"bytes": got.size, "same": got.path.read_bytes() == received[-1],
+                                     "held": budget.held, "spooled": [p.name for p in spool.iterdir()]})
+            finally:
+                got.discard()
         except UploadError as e:
-            return JSONResponse({"slug": e.slug}, status_code=e.status)
+            return JSONResponse({"slug": e.slug, "spooled": [p.name for p in spool.iterdir()]}, status_code=e.status)
         finally:
             admission.release()
 
@@ -98,11 +107,30 @@ def test_a_stalled_body_is_cut_after_the_idle_timeout(server):
         s.close()
 
 
-def test_budget_refuses_an_upload_it_cannot_hold_and_a_normal_one_passes(server):
+def test_an_upload_is_spooled_to_disk_whatever_the_memory_budget(server):
     url = f"http://127.0.0.1:{server}/up"
-    small = wav_bytes(0.5)  # ~88 kB
-    r = httpx.post(url, files={"audio": ("a.wav", small, "audio/wav")})
-    assert r.status_code == 200 and r.json() == {"bytes": len(small), "held": len(small)}
-    big = wav_bytes(2.0)  # ~353 kB, over the 200 kB budget
-    r = httpx.post(url, files={"audio": ("b.wav", big, "audio/wav")})
-    assert r.status_code == 503 and r.json()["slug"] == "busy"
+    for data in (wav_bytes(0.5), wav_bytes(12.0)):  # ~88 kB; ~2 MB, past the 200 kB budget
+        received.append(data)
+        r = httpx.post(url, files={"audio": ("a.wav", data, "audio/wav")})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["bytes"], body["same"], body["held"]) == (len(data), True, 0), body
+        assert len(body["spooled"]) == 1 and body["spooled"][0].startswith(".upload-"), body
+
+
+@pytest.mark.parametrize("case", ["other field", "bad option", "two files"])
+def test_a_refused_upload_leaves_no_spool_file(server, case):
+    url = f"http://127.0.0.1:{server}/up"
+    data = wav_bytes(6.0)  # past one write batch: its spool file exists before the refusal
+    received.append(data)
+    files = {"audio": ("a.wav", data, "audio/wav")}
+    form = {}
+    if case == "other field":
+        files = {"file": ("a.wav", data, "audio/wav")}
+    elif case == "bad option":
+        form = {"stems": "3"}
+    else:
+        files = [("audio", ("a.wav", data, "audio/wav")), ("audio", ("b.wav", data, "audio/wav"))]
+    r = httpx.post(url, files=files, data=form)
+    assert r.status_code in (400, 422), r.text
+    assert r.json()["spooled"] == []
