@@ -11,18 +11,27 @@ overlap sum to exactly 1 and an identity model reproduces its input.
 
 As soon as chunk i is done, [i·hop, (i+1)·hop) is final and is yielded; only the weighted
 overlap tail is carried. Memory is one chunk's worth, whatever the input length.
+
+Batching (`apply_batched`) runs up to N consecutive chunks of equal length in one call of the
+model and then feeds the outputs to the same overlap-add in order, so the result is the
+sequential one (up to the model's own batch-vs-single float differences). Only equal lengths
+go together: the short last chunk is never padded, since padding changes what the network
+sees at the edge. Memory is N chunks' worth, whatever the input length.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 Model = Callable[[np.ndarray], np.ndarray]  # (2, n) → (S, 2, n)
+# [(2, n)] × B of equal n → B outputs (S, 2, n), in order
+BatchModel = Callable[[list[np.ndarray]], Sequence[np.ndarray]]
 Progress = Callable[[int, int], None]  # (chunks done, chunks expected)
+Chunk = tuple[np.ndarray, bool]  # (chunk, is_last)
 
 
 @dataclass(frozen=True)
@@ -114,16 +123,45 @@ def overlap_add(outputs: Iterable[tuple[np.ndarray, bool]], plan: ChunkPlan) -> 
         carry = w[..., w.shape[-1] - plan.overlap:].copy()
 
 
+def batches(stream: Iterable[Chunk], size: Callable[[], int]) -> Iterator[list[Chunk]]:
+    """Group consecutive chunks of equal length, at most `size()` per group.
+
+    `size` is asked again for every group, so a caller that had to shrink its batch (an
+    out-of-memory on the device) gets smaller groups from then on. A group is yielded as soon
+    as it is full or the stream ends, so at most one group is held.
+    """
+    group: list[Chunk] = []
+    for item in stream:
+        if group and (len(group) >= max(1, size()) or item[0].shape[-1] != group[0][0].shape[-1]):
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
+def apply_batched(model: BatchModel, stream: Iterable[Chunk], plan: ChunkPlan, size: Callable[[], int],
+                  expected_length: int | None = None, progress: Progress | None = None) -> Iterator[np.ndarray]:
+    """Run `model` over chunks (from `chunks`) in batches; yield (S, 2, n) segments that tile the input."""
+    total = plan.count(expected_length) if expected_length else 0
+
+    def run() -> Iterator[Chunk]:
+        done = 0
+        for group in batches(stream, size):
+            outputs = model([c for c, _ in group])
+            if len(outputs) != len(group):
+                raise ValueError(f"batch model returned {len(outputs)} outputs for {len(group)} chunks")
+            for y, (_, last) in zip(outputs, group):
+                done += 1
+                if progress:
+                    progress(done, done if last else max(total, done + 1))
+                yield y, last
+
+    return overlap_add(run(), plan)
+
+
 def apply_chunked(model: Model, blocks: Iterable[np.ndarray], plan: ChunkPlan,
                   expected_length: int | None = None, progress: Progress | None = None) -> Iterator[np.ndarray]:
     """Run `model` over the stream chunk by chunk; yield (S, 2, n) segments that tile the input."""
-    total = plan.count(expected_length) if expected_length else 0
-
-    def run() -> Iterator[tuple[np.ndarray, bool]]:
-        for i, (chunk, last) in enumerate(chunks(blocks, plan)):
-            y = model(chunk)
-            if progress:
-                progress(i + 1, i + 1 if last else max(total, i + 2))
-            yield y, last
-
-    return overlap_add(run(), plan)
+    return apply_batched(lambda xs: [model(xs[0])], chunks(blocks, plan), plan, lambda: 1,
+                         expected_length, progress)

@@ -126,17 +126,22 @@ class BSLocoformer(nn.Module):
         z = torch.cat([g.encode(spec[:, :, a:b]) for g, a, b in bins], dim=2)  # (B, T, K, D)
         for block in self.blocks:
             z = block(z)
-        stems, hidden, k = len(cfg.stems), [], 0
-        for g in self.groups:
-            hidden.append(g.hidden(z[:, :, k:k + g.count]))
-            k += g.count
-        out = wave.new_empty(wave.shape[0], stems, 2, length)
-        for s in range(stems):  # one stem at a time: memory does not grow with the number of stems
-            est = torch.empty_like(spec)
-            for (g, a, b), h in zip(bins, hidden):
-                mask = torch.view_as_complex(g.mask(h, s, stems).float().contiguous())  # (B, T, bins, 2)
-                est[:, :, a:b] = mask.permute(0, 3, 2, 1) * spec[:, :, a:b]
-            out[:, s] = istft(est, cfg.n_fft, cfg.hop, length)
+        # The mask head, masking and iSTFT run in fp32 even under autocast (bf16 on a GPU): a
+        # bf16 mask value carries ~3 significant digits, an error the iSTFT spreads over every
+        # sample of the stem, while the head is ~1 % of the network's work.
+        with torch.autocast(wave.device.type, enabled=False):
+            z = z.float()
+            stems, hidden, k = len(cfg.stems), [], 0
+            for g in self.groups:
+                hidden.append(g.hidden(z[:, :, k:k + g.count]))
+                k += g.count
+            out = wave.new_empty(wave.shape[0], stems, 2, length, dtype=torch.float32)
+            for s in range(stems):  # one stem at a time: memory does not grow with the number of stems
+                est = torch.empty_like(spec)
+                for (g, a, b), h in zip(bins, hidden):
+                    mask = torch.view_as_complex(g.mask(h, s, stems).float().contiguous())  # (B, T, bins, 2)
+                    est[:, :, a:b] = mask.permute(0, 3, 2, 1) * spec[:, :, a:b]
+                out[:, s] = istft(est, cfg.n_fft, cfg.hop, length)
         return out
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -55,6 +56,33 @@ def sha256_file(path: str | Path) -> str:
 def default_checkpoint(variant: str, size: str = "cpu") -> Path | None:
     path = CHECKPOINT_DIR / f"{variant}-{size}.pt"
     return path if path.exists() else None
+
+
+@dataclass(frozen=True)
+class SizeChoice:
+    """Which network size (and shipped checkpoint) a device runs, and why if not its own."""
+
+    size: str
+    path: Path | None  # None: random weights, or no checkpoint at all (the engine refuses)
+    note: str | None = None
+
+
+def size_for_device(variant: str, device_type: str, *, random_weights: bool = False,
+                    find: Callable[[str, str], Path | None] = default_checkpoint) -> SizeChoice:
+    """A GPU runs the `gpu` size, anything else the `cpu` size. A GPU without a `gpu`-size
+    checkpoint runs the `cpu`-size one (still far faster there than on a CPU) rather than
+    refusing to start, and says so; random weights (tests, benchmarks) need no file."""
+    own = "gpu" if device_type == "cuda" else "cpu"
+    if random_weights:
+        return SizeChoice(own, None)
+    path = find(variant, own)
+    if path is not None:
+        return SizeChoice(own, path)
+    if own == "gpu":
+        cpu = find(variant, "cpu")
+        if cpu is not None:
+            return SizeChoice("cpu", cpu, f"no {variant}-gpu.pt checkpoint: the cpu-size network runs on the GPU")
+    return SizeChoice(own, None)
 
 
 def save_checkpoint(path: str | Path, model: BSLocoformer, training: dict,

@@ -127,7 +127,8 @@ def test_gpu_allowed_falls_back_when_cuda_fails_to_initialize(tmp_path, monkeypa
 
 
 def test_device_fault_during_a_job_retries_once_on_cpu(tmp_path, monkeypatch):
-    eng = engine(mode="gpu_allowed", device="cpu")
+    # batch_size given: sizing a batch from free memory would ask the (absent) CUDA runtime
+    eng = engine(mode="gpu_allowed", device="cpu", batch_size=1)
     eng.choice = DeviceChoice(torch.device("cuda"))  # pretend the job started on a GPU
     forward = eng._forward
     calls = {"n": 0}
