@@ -1,5 +1,7 @@
 """Model deployments: TwoStem (CPU only: the 2-stem and speech engines) and FiveStem (GPU
-when the cluster has one, with the engine's CPU fallback).
+when the cluster has one, with the engine's CPU fallback). FiveStem's network goes by its
+device (`five_stem_size: auto`): the gpu-size checkpoint on a GPU, the cpu-size one on a CPU;
+the job's metadata says which (`size`, `checkpoint`, `size_note`).
 
 Each replica takes one job at a time (max_ongoing_requests=1) and gives torch exactly the
 CPUs Ray assigned it: two jobs side by side with two threads each on two cores made OpenMP
@@ -75,6 +77,10 @@ class ModelReplica:
     mode = "cpu_only"
     variants: tuple[str, ...] = ()
     cpus_setting = "two_stem_cpus"
+    size_setting: str | None = None  # the setting naming the network size; None: the cpu size
+
+    def model_size(self) -> str:
+        return getattr(self.s, self.size_setting) if self.size_setting else "cpu"
 
     def __init__(self, settings: dict):
         import torch
@@ -86,14 +92,18 @@ class ModelReplica:
         threads = assigned_cpus(getattr(self.s, self.cpus_setting))
         torch.set_num_threads(threads)
         self.engines = {
-            v: SeparationEngine(v, mode=self.mode, device="auto", random_weights=self.s.random_weights,
-                                threads=threads, chunk_seconds=self.s.chunk_seconds,
-                                overlap_seconds=self.s.overlap_seconds, config_overrides=self.s.model_overrides)
+            v: SeparationEngine(v, mode=self.mode, device="auto", size=self.model_size(),
+                                random_weights=self.s.random_weights, threads=threads,
+                                chunk_seconds=self.s.chunk_seconds, overlap_seconds=self.s.overlap_seconds,
+                                config_overrides=self.s.model_overrides, batch_size=self.s.batch_size,
+                                max_batch=self.s.max_batch)
             for v in self.variants
         }
         for v, e in self.engines.items():
-            log.info("%s: %s on %s (threads %d, weights %s%s)", type(self).__name__, v, e.choice.device,
-                     threads, e.weights_sha256[:12], ", fallback: " + e.choice.reason if e.choice.fallback else "")
+            log.info("%s: %s on %s, %s size (%s; threads %d, weights %s%s%s)", type(self).__name__, v,
+                     e.choice.device, e.loaded.size, e.loaded.checkpoint or "random weights", threads,
+                     e.weights_sha256[:12], ", fallback: " + e.choice.reason if e.choice.fallback else "",
+                     "; " + e.loaded.note if e.loaded.note else "")
 
     async def run(self, spec: dict) -> dict:
         """Run a queued job from its stored input (serve_app/jobs.py)."""
@@ -171,3 +181,4 @@ class FiveStem(ModelReplica):
     mode = "gpu_allowed"
     variants = ("5stem",)
     cpus_setting = "five_stem_cpus"
+    size_setting = "five_stem_size"  # by device: the gpu size on a GPU (engine size="auto")

@@ -32,6 +32,12 @@ class Settings(BaseModel):
     chunk_seconds: float = 18.0
     overlap_seconds: float = 1.75
     five_stem_device: Literal["auto", "gpu", "cpu"] = "auto"
+    # FiveStem's network: "auto" is the `gpu` size (models/checkpoints/5stem-gpu.pt) on a GPU and
+    # the `cpu` size on a CPU; a GPU without a gpu-size checkpoint runs the cpu-size one and says so
+    five_stem_size: Literal["auto", "gpu", "cpu"] = "auto"
+    # chunks per forward; None: 1 on a CPU, on a GPU as many as its free memory holds, ≤ max_batch
+    batch_size: int | None = Field(default=None, ge=1)
+    max_batch: int = Field(default=8, ge=1)
     two_stem_cpus: float = 1.0
     five_stem_cpus: float = 1.0
 

@@ -208,6 +208,11 @@ def test_debug_metadata_only_where_allowed(svc):
     meta = job["metadata"]
     assert meta["variant"] == "2stem" and meta["device"] == "cpu" and meta["random_weights"] is True
     assert meta["chunk_samples"] == 18 * 44100 and meta["weights_sha256"] == "random"
+    assert meta["batch"]["size"] == 1 and meta["precision"] == "fp32"  # the CPU's defaults
+    # FiveStem's network goes by its device (issue 11): on this CPU-only machine the cpu size
+    five = svc.submit(svc.keys["vip"], seconds=1.0, stems=5, debug=True).json()["metadata"]
+    assert (five["variant"], five["device"], five["size"], five["size_note"]) == ("5stem", "cpu", "cpu", None)
+    assert five["checkpoint"] is None  # random weights in this service
     assert "metadata" not in svc.submit(svc.keys["vip"], seconds=1.0, stems=2).json()
     strict = svc.submit(svc.keys["strict"]["vip"], prefix="/strict", seconds=1.0, stems=2, debug=True).json()
     assert strict["status"] == "done" and "metadata" not in strict
