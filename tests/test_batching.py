@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audio_fixtures import SR, music_like
+from audio_fixtures import music_like
 from models.apply import ChunkPlan, apply_batched, batches, chunks
 from models.bslocoformer import BSLocoformer
 from models.config import load_config

@@ -6,7 +6,6 @@ tests/test_gpu.py (`pytest -m gpu`)."""
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
