@@ -117,3 +117,33 @@ def test_musdb_style_folder_maps_to_our_stems(tmp_path):
     np.testing.assert_allclose(stems[3], ref, atol=1 / 32767)  # other → instruments
     mix, targets = Remixer(store, ("vocals", "instrumental"), 1.0, seed=0).example()
     np.testing.assert_allclose(mix, targets.sum(0), atol=1e-6)
+
+
+def test_speech_remix_draws_the_snr_users_send(tmp_path):
+    """Remixing speech of one clip with noise of another must not inherit both clips' levels:
+    the training SNR stays within −5…20 dB (or near-clean 30–45 dB), and mixture = sum."""
+    from models.training.dataset import Remixer, StemStore, augment_for
+    rng = np.random.default_rng(2)
+    root = tmp_path / "speech"
+    for i in range(6):  # speech from −50 to −10 dBFS over noise at −26 dBFS: raw SNRs −24…+16 dB
+        clip = root / f"{i:05d}"
+        clip.mkdir(parents=True)
+        (clip / "meta.json").write_text("{}")
+        level = 10 ** ((-50 + 8 * i) / 20)
+        for stem, gain in (("speech", level), ("noise", 0.05)):
+            x = np.tile((rng.standard_normal(44100 * 2) * gain).astype(np.float32), (2, 1)).T
+            sf.write(clip / f"{stem}.flac", np.clip(x, -1, 1), 44100)
+    store = StemStore.open(root, ("speech", "noise"))
+    remix = Remixer(store, ("speech", "noise"), 1.0, augment_for("speech"), seed=0)
+    snrs = []
+    for _ in range(300):
+        mix, targets = remix.example()
+        np.testing.assert_allclose(mix, targets.sum(0), atol=1e-6)
+        s, n = np.square(targets[0]).sum(), np.square(targets[1]).sum()
+        if s > 1e-9 and n > 1e-12:
+            snrs.append(10 * np.log10(s / n))
+    snrs = np.array(snrs)
+    assert len(snrs) > 200
+    inside = ((snrs > -5.5) & (snrs < 20.5)) | ((snrs > 29.5) & (snrs < 45.5))
+    assert inside.all(), snrs[~inside]
+    assert 0.02 < np.mean(snrs > 29.5) < 0.2  # some near-clean examples, not many

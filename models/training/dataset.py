@@ -111,13 +111,19 @@ class Augment:
     lowpass_hz: tuple[float, float] = (8000.0, 20000.0)  # cut-off drawn log-uniformly in this range
     polarity: bool = True
     swap: bool = True
+    # Speech: the SNR of the first stem over the rest, redrawn after remixing. Without it the
+    # remix multiplies the corpus's −5…20 dB by two clips' independent speech levels and gains,
+    # so a third of the examples fall below −10 dB or above 30 dB, far from what users send.
+    snr_db: tuple[float, float] | None = None
+    near_clean: float = 0.0  # share of examples at 30–45 dB (clean input must pass untouched)
 
 
 def augment_for(kind: str) -> Augment:
     """Speech: band limits down to telephone bandwidth (real recordings come from 8–48 kHz
     sources). Music: more coherent examples (whole produced songs, as users upload)."""
     if kind == "speech":
-        return Augment(lowpass=0.4, lowpass_hz=(3400.0, 20000.0), coherent=0.3)
+        return Augment(lowpass=0.4, lowpass_hz=(3400.0, 20000.0), coherent=0.3,
+                       snr_db=(-5.0, 20.0), near_clean=0.08)
     return Augment(coherent=0.4)
 
 
@@ -164,8 +170,26 @@ class Remixer:
             lo, hi = self.aug.lowpass_hz
             sos = butter(8, float(np.exp(rng.uniform(np.log(lo), np.log(hi)))), fs=44100, output="sos")
             stems = sosfiltfilt(sos, stems, axis=-1)
+        if self.aug.snr_db is not None:
+            stems = self._set_snr(stems)
         targets = _targets(stems, store.stems, self.outputs).astype(np.float32)
         return targets.sum(0), targets
+
+    def _set_snr(self, stems: np.ndarray) -> np.ndarray:
+        """Scale all stems but the first to a drawn SNR below it; a silent side stays silent."""
+        rng = self.rng
+        near_clean = rng.random() < self.aug.near_clean
+        snr = rng.uniform(30.0, 45.0) if near_clean else rng.uniform(*self.aug.snr_db)
+        target_e = float(np.square(stems[0]).sum())
+        rest_e = float(np.square(stems[1:]).sum())
+        if target_e < 1e-10 or rest_e < 1e-10:
+            return stems
+        stems = stems.copy()
+        stems[1:] *= np.sqrt(target_e / rest_e * 10 ** (-snr / 10))
+        peak = np.abs(stems.sum(0)).max()
+        if peak > 0.99:  # keep the mixture in range, as a recording would be
+            stems *= 0.99 / peak
+        return stems
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         pairs = [self.example() for _ in range(size)]
