@@ -112,8 +112,8 @@ class Augment:
     polarity: bool = True
     swap: bool = True
     # Speech: the SNR of the first stem over the rest, redrawn after remixing. Without it the
-    # remix multiplies the corpus's −5…20 dB by two clips' independent speech levels and gains,
-    # so a third of the examples fall below −10 dB or above 30 dB, far from what users send.
+    # remix adds two clips' independent speech levels and gains to the corpus's −5…20 dB
+    # (measured on the speech corpus: 5th–95th percentile −7.8…+31.7 dB, 2 % below −10 dB).
     snr_db: tuple[float, float] | None = None
     near_clean: float = 0.0  # share of examples at 30–45 dB (clean input must pass untouched)
 
