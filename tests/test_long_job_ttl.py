@@ -35,8 +35,10 @@ def test_a_job_longer_than_the_reservation_ttl_completes_charged_once(app, db):
     wait_for(lambda: records(db, [job])[0][0].status == "running", 120)
     # while it runs past the TTL, every look at it finds it running and its reservation held
     deadline = time.monotonic() + 3 * TTL_S
-    while time.monotonic() < deadline and records(db, [job])[0][0].status == "running":
+    while time.monotonic() < deadline:
         j, event = records(db, [job])[0]
+        if j.status != "running":
+            break
         assert event.status == "reserved", (j.status, event)
         time.sleep(0.5)
     rows = wait_for(lambda: all_settled_once(svc, db, key, [job]), 300)
