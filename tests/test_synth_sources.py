@@ -82,7 +82,21 @@ def test_training_speech_clips_use_only_training_speakers():
     held = tts.HELD_OUT | {f"words:{lang}" for lang in words.TEST_LANGUAGES}
     for seed in range(6):
         _, info = speech.render_clip(100 + seed, 1.5, split="train")
-        assert info["speaker"] not in held and not info["speaker"].endswith(tts.HELD_OUT_ESPEAK)
+        name = info["speaker"].split("@")[0]  # words replayed at another speed are named words:LANG@FACTOR
+        assert name not in held and not name.endswith(tts.HELD_OUT_ESPEAK)
+
+
+def test_varispeed_moves_pitch_and_length_together():
+    """A replayed word is another speaker's pitch, not a time-stretch: 10 % faster is 10 % higher
+    and 10 % shorter."""
+    from models.training.synth import speech
+    sr = 44100
+    x = np.sin(2 * np.pi * 200.0 * np.arange(sr) / sr)
+    y = speech.varispeed(x, 1.1)
+    assert abs(y.size - sr / 1.1) < 2
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(y.size)))
+    peak_hz = np.argmax(spectrum) * sr / y.size
+    assert abs(peak_hz - 220.0) < 2.0
 
 
 @pytest.mark.parametrize("kind", ["events", "loops", "ambience", "babble", "music", "stationary", "crackle"])
