@@ -29,8 +29,8 @@ REAL_NOISE = ("events", "loops", "ambience", "babble")
 
 
 # Share of clips voiced by real recorded words. Training leans on them: at 40 % the model learnt
-# synthesizer timbre as "speech" and distorted real voices (white noise at +10 dB: SI-SDR
-# improvement +4.3 dB on held-out TTS voices, −1.0 dB on held-out real speakers; DFN3 +4.8/+5.5).
+# synthesizer timbre as "speech" and distorted real voices (benchmarks/speech_quality.py,
+# real-voice-white at +10 dB: −0.56 dB SI-SDR improvement, DFN3 +5.88; README, speech-cpu).
 # The synthetic test set keeps 40 % so that it renders as before and figures stay comparable.
 REAL_WORDS_SHARE = {"train": 0.75, "test": 0.4}
 VARISPEED = (0.88, 1.12)  # training words replayed faster or slower: the same voice, another speaker's pitch and formants
