@@ -147,3 +147,46 @@ def test_speech_remix_draws_the_snr_users_send(tmp_path):
     inside = ((snrs > -5.5) & (snrs < 20.5)) | ((snrs > 29.5) & (snrs < 45.5))
     assert inside.all(), snrs[~inside]
     assert 0.02 < np.mean(snrs > 29.5) < 0.2  # some near-clean examples, not many
+
+
+def test_gap_envelope_silences_one_stretch_with_fades():
+    from models.training.dataset import gap_envelope
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        env = gap_envelope(rng, 44100 * 4, (0.5, 3.0))
+        silent = np.flatnonzero(env == 0)
+        assert 0.5 * 44100 - 1 <= silent.size <= 3.0 * 44100
+        assert np.all(np.diff(silent) == 1)  # one stretch
+        assert env.min() == 0 and env.max() == 1
+        assert np.max(np.abs(np.diff(env))) < 0.01  # faded in and out, no click
+    assert np.all(gap_envelope(rng, 1000, (1.0, 2.0)) == 0)  # longer than the example: all silent
+
+
+def test_music_remix_has_sparse_passages_and_still_sums(tmp_path):
+    """A music model must see songs without a voice (and a voice alone): with the music
+    defaults, a good share of examples have a silent vocals stem or a silent stretch in it,
+    some hold a single stem, and the mixture stays exactly the targets' sum."""
+    from models.training.dataset import Remixer, StemStore, augment_for
+    rng = np.random.default_rng(4)
+    root = tmp_path / "music"
+    for i in range(4):
+        clip = root / f"{i:05d}"
+        clip.mkdir(parents=True)
+        (clip / "meta.json").write_text("{}")
+        for stem in corpus.STEMS["music"]:
+            x = (rng.standard_normal((44100 * 3, 2)) * 0.05).astype(np.float32)
+            sf.write(clip / f"{stem}.flac", x, 44100)
+    store = StemStore.open(root, corpus.STEMS["music"])
+    remix = Remixer(store, corpus.STEMS["music"], 2.0, augment_for("music"), seed=0)
+    no_voice = voice_gap = single = 0
+    for _ in range(400):
+        mix, targets = remix.example()
+        np.testing.assert_allclose(mix, targets.sum(0), atol=1e-6)
+        frames = np.square(targets).sum(axis=1).reshape(len(targets), -1, 441).sum(-1)  # (S, 10 ms frames)
+        active = frames.sum(1) > 0
+        no_voice += not active[0]
+        voice_gap += active[0] and (frames[0] == 0).sum() >= 50  # ≥ 0.5 s of silence inside
+        single += active.sum() == 1
+    assert 0.15 < no_voice / 400 < 0.35, no_voice
+    assert 0.08 < voice_gap / 400 < 0.3, voice_gap
+    assert 0.01 < single / 400 < 0.1, single
