@@ -238,3 +238,49 @@ def test_real_music_clips_use_held_out_recordings():
         if info["drums"].startswith("kit:"):
             assert info["drums"][4:] in drumkit.TEST_KITS
         assert info["singer"].startswith("words:") and info["singer"][6:] in words.TEST_LANGUAGES
+
+
+def need_prompts():
+    from models.training.synth import prompts
+    if not prompts.available():
+        pytest.skip(f"no telephone prompts under {prompts.ROOT} (.ci/run installs {prompts.PACKAGES})")
+    return prompts
+
+
+def test_every_prompt_speaker_renders_real_speech_at_the_words_level():
+    prompts = need_prompts()
+    assert len(prompts.speakers()) == 5  # en, es, fr, it, ru; the short-named links are not counted twice
+    for i, name in enumerate(prompts.speakers()):
+        y = prompts.phrase_line(np.random.default_rng(i), 4.0, name)
+        assert y.shape == (4 * SR,)
+        assert -40 < db(y) < -20, name  # as words.phrase_line: voiced at 0.05 of unit RMS, with pauses
+        active = np.mean(np.abs(y) > 1e-3)
+        assert 0.3 < active < 0.95, name
+        spectrum = np.abs(np.fft.rfft(y)) ** 2
+        above = spectrum[int(8500 * y.size / SR):].sum() / spectrum.sum()
+        assert above < 1e-3, name  # a 16 kHz recording: nothing above its band
+
+
+def test_a_prompt_voiced_clip_is_band_limited_noise_and_all():
+    """Full-band noise under an 8 kHz voice would teach "all above 8 kHz is noise"."""
+    prompts = need_prompts()
+    from models.training.synth import speech
+    seen = 0
+    for seed in range(40):
+        stems, info = speech.render_clip(300 + seed, 2.0, split="train")
+        if not info["speaker"].startswith("prompts:") or info["snr_db"] is None:
+            continue
+        seen += 1
+        assert info["band_limit_hz"] <= prompts.SOURCE_RATE / 2
+        noise = stems["noise"][0].astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(noise)) ** 2
+        assert spectrum[int(9000 * noise.size / SR):].sum() < 1e-4 * spectrum.sum()  # under −40 dB
+    assert seen >= 3  # a quarter of training clips
+
+
+def test_test_clips_never_use_the_prompts():
+    need_prompts()
+    from models.training.synth import speech
+    for seed in range(12):
+        _, info = speech.render_clip(9_500_000 + seed, 1.0, snr_db=0.0, split="test")
+        assert not info["speaker"].startswith("prompts:")

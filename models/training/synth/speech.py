@@ -1,8 +1,10 @@
 """Speech + noise clips for the `speech` (clean/enhance) model; mixture = speech + noise exactly.
 
-Speech is one talker: real recorded words (`words`: 75 % of training clips, half of those
-replayed faster or slower; 40 % of synthetic test clips) or sentences read by a Flite,
-Festival or espeak-ng voice (`tts`), through a random microphone colouring and,
+Speech is one talker: recorded telephone prompts (`prompts`: 25 % of training clips, never
+in a test clip; such a clip is a 16 kHz recording as a whole, noise included), real
+recorded words (`words`: 75 % of the other training clips; 40 % of synthetic test clips),
+half of either replayed faster or slower, or sentences read by a Flite, Festival or
+espeak-ng voice (`tts`), through a random microphone colouring and,
 for a third of the clips, a room. Noise is a scene of real recordings and procedural noise
 (`noises`), often in a room of its own. Then, as real recordings are: a random level, an SNR
 from −5 to 20 dB with some near-clean and some clean clips (so the model learns to leave
@@ -20,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import resample_poly
 
-from . import eq, library, noises, rooms, tts, words
+from . import eq, library, noises, prompts, rooms, tts, words
 
 STEMS = ("speech", "noise")
 SR = library.SR
@@ -33,6 +35,9 @@ REAL_NOISE = ("events", "loops", "ambience", "babble")
 # real-voice-white at +10 dB: −0.56 dB SI-SDR improvement, DFN3 +5.88; README, speech-cpu).
 # The synthetic test set keeps 40 % so that it renders as before and figures stay comparable.
 REAL_WORDS_SHARE = {"train": 0.75, "test": 0.4}
+# Share of training clips voiced by recorded telephone prompts (`prompts`: 2.3 h of four real
+# speakers recorded at 16 kHz), drawn before the rule above; test clips never use them.
+PROMPTS_SHARE = 0.25
 VARISPEED = (0.88, 1.12)  # training words replayed faster or slower: the same voice, another speaker's pitch and formants
 
 
@@ -45,6 +50,12 @@ def varispeed(x: np.ndarray, factor: float) -> np.ndarray:
 
 def talker(rng: np.random.Generator, seconds: float, split: str, real: bool = False) -> tuple[np.ndarray, str]:
     """Mono speech filling about `seconds` and the name of its speaker."""
+    if split == "train" and not real and rng.random() < PROMPTS_SHARE and prompts.available():
+        names = prompts.speakers()
+        name = names[rng.integers(len(names))]
+        factor = float(rng.uniform(*VARISPEED)) if rng.random() < 0.5 else 1.0
+        line = varispeed(prompts.phrase_line(rng, seconds * factor, name), factor)
+        return line, f"prompts:{name}" + (f"@{factor:.2f}" if factor != 1.0 else "")
     langs = words.languages(split) if library.available(words.PACKAGE) else []
     if langs and (real or rng.random() < REAL_WORDS_SHARE[split]):
         lang = langs[rng.integers(len(langs))]
@@ -94,6 +105,9 @@ def render_clip(seed: int, seconds: float, snr_db: float | None = None, split: s
     if cutoff:
         lp = eq.lowpass(cutoff)
         speech, noise = eq.apply(lp, speech), eq.apply(lp, noise)
+    if speaker.startswith("prompts:"):  # a 16 kHz recording: the whole clip is one, noise included
+        speech, noise = prompts.at_source_rate(speech), prompts.at_source_rate(noise)
+        cutoff = min(cutoff or prompts.SOURCE_RATE / 2, prompts.SOURCE_RATE / 2)
 
     speech *= 10 ** (rng.uniform(-36, -18) / 20) / (library.rms(speech) + 1e-12)
     if snr is None:

@@ -13,6 +13,7 @@ under four spellings and count as one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -42,7 +43,12 @@ def languages(split: str) -> list[str]:
 
 def word(path: str) -> np.ndarray:
     """One word, trimmed to its voiced extent with 10 ms fades (the file's silence removed)."""
-    x = library.trim(library.load(path, mono=True), -40.0).copy()
+    return utterance(library.load(path, mono=True))
+
+
+def utterance(x: np.ndarray) -> np.ndarray:
+    """A recorded utterance trimmed to its voiced extent with 10 ms fades, at unit RMS."""
+    x = library.trim(x, -40.0).copy()
     f = min(len(x) // 4, int(0.01 * SR))
     if f:
         ramp = np.linspace(0, 1, f)
@@ -53,13 +59,19 @@ def word(path: str) -> np.ndarray:
 
 def phrase_line(rng: np.random.Generator, seconds: float, language: str) -> np.ndarray:
     """Phrases by the speaker of `language` filling about `seconds`; mono 44.1 kHz, RMS-free."""
-    pool = _folders()[language]
+    return string_together(rng, seconds, _folders()[language], word)
+
+
+def string_together(rng: np.random.Generator, seconds: float, pool: list[str],
+                    load: Callable[[str], np.ndarray]) -> np.ndarray:
+    """Utterances of `pool` (each `load`ed at unit RMS) strung into phrases with the pauses of
+    connected speech, filling about `seconds`; mono 44.1 kHz at 0.05 of unit RMS while voiced."""
     n = int(round(seconds * SR))
     line = np.zeros(n)
     t = int(rng.uniform(0.05, 0.6) * SR)
     while t < n - int(0.25 * SR):
         for _ in range(int(rng.integers(2, 7))):  # one phrase
-            y = word(pool[rng.integers(len(pool))]) * 10 ** (rng.uniform(-4, 3) / 20)
+            y = load(pool[rng.integers(len(pool))]) * 10 ** (rng.uniform(-4, 3) / 20)
             y = y[: max(0, n - t)]
             line[t:t + y.size] += y
             gap = rng.uniform(-0.04, 0.18) if rng.random() < 0.8 else rng.uniform(0.2, 0.45)

@@ -1,0 +1,95 @@
+"""Recorded telephone prompts (Asterisk's core sounds): hours of real read speech, band-limited.
+
+`asterisk-core-sounds-{en,es,fr,it,ru}-g722` hold about 2,800 prompts ("Please enter your
+mailbox number", digits, letters, dates) recorded by four professional speakers (Allison
+Smith in English and Spanish, June Wallack in French, Carlo Flora in Italian, a Russian
+female voice), CC-BY-SA-3.0: about 2.3 hours of real voice, four times what the recorded
+words of `words` hold. They are G.722, so 16 kHz wideband: nothing above 8 kHz. A clip voiced
+by them is therefore made a 16 kHz recording as a whole (`at_source_rate`, noise included),
+or the model would learn that everything above 8 kHz is noise and dull full-band voices.
+
+Only the training side uses them: the test sets keep their held-out recorded speakers
+(`words.TEST_LANGUAGES`), so that they measure new voices, and render as before.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from . import library, words
+from .fluid import ToolMissing
+
+ROOT = Path("/usr/share/asterisk/sounds")
+PACKAGES = "asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-fr-g722 " \
+           "asterisk-core-sounds-it-g722 asterisk-core-sounds-ru-g722"
+# one folder per speaker and language (en_US_f_Allison); the short names beside them are links
+SPEAKER_FOLDER = re.compile(r"^[a-z]{2}_[A-Z]{2}_[fm]_\w+$")
+SOURCE_RATE = 16000
+SR = library.SR
+
+
+def available() -> bool:
+    return bool(speakers())
+
+
+@lru_cache(maxsize=1)
+def _pools() -> dict[str, tuple[str, ...]]:
+    if not ROOT.is_dir():
+        return {}
+    out = {}
+    for d in sorted(p for p in ROOT.iterdir() if p.is_dir() and not p.is_symlink() and SPEAKER_FOLDER.match(p.name)):
+        files = tuple(str(f) for f in sorted(d.rglob("*.g722")) if f.parent.name != "silence")
+        if files:
+            out[d.name] = files
+    return out
+
+
+def speakers() -> list[str]:
+    return list(_pools())
+
+
+@lru_cache(maxsize=4096)
+def _decode(path: str) -> np.ndarray:
+    """A prompt as float64 mono at 44.1 kHz, read-only. Raw G.722 has no header that libsndfile
+    reads; PyAV's FFmpeg (the service's decoder already) has the codec."""
+    import av
+
+    with av.open(path, format="g722") as container:
+        stream = container.streams.audio[0]
+        frames = list(container.decode(stream))
+    if not frames or frames[0].format.name != "s16":
+        raise ValueError(f"{path}: expected 16-bit G.722 audio")
+    x = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+    x = x.astype(np.float64) / 32768
+    g = gcd(SR, SOURCE_RATE)
+    x = resample_poly(x, SR // g, SOURCE_RATE // g)
+    x.setflags(write=False)
+    return x
+
+
+def prompt(path: str) -> np.ndarray:
+    """One prompt trimmed to its voiced extent with short fades, at unit RMS."""
+    return words.utterance(_decode(path))
+
+
+def phrase_line(rng: np.random.Generator, seconds: float, speaker: str) -> np.ndarray:
+    """Prompts of one speaker strung together with natural pauses, filling about `seconds`
+    (mono 44.1 kHz, at the level of `words.phrase_line`)."""
+    pools = _pools()
+    if speaker not in pools:
+        raise ToolMissing(f"no prompts of {speaker} under {ROOT}: apt-get install {PACKAGES}")
+    return words.string_together(rng, seconds, list(pools[speaker]), prompt)
+
+
+def at_source_rate(x: np.ndarray) -> np.ndarray:
+    """`x` as if recorded at the prompts' 16 kHz: down and up again (a sharp cut at 8 kHz, as
+    any 16 kHz original played at 44.1 kHz has), same length."""
+    g = gcd(SR, SOURCE_RATE)
+    y = resample_poly(resample_poly(x, SOURCE_RATE // g, SR // g, axis=-1), SR // g, SOURCE_RATE // g, axis=-1)
+    return np.pad(y[..., : x.shape[-1]], [(0, 0)] * (x.ndim - 1) + [(0, max(0, x.shape[-1] - y.shape[-1]))])
