@@ -190,3 +190,21 @@ def test_music_remix_has_sparse_passages_and_still_sums(tmp_path):
     assert 0.15 < no_voice / 400 < 0.35, no_voice
     assert 0.08 < voice_gap / 400 < 0.3, voice_gap
     assert 0.01 < single / 400 < 0.1, single
+
+
+def test_a_leak_into_a_silent_stem_costs_as_much_as_an_error_for_music():
+    """Masks need not sum to one, so only the silent-stem term stops a model from copying part
+    of a solo instrument into vocals; music training weighs it like an active stem's error."""
+    from models.training.losses import separation_loss
+    from models.training.train import SILENT_WEIGHT
+    rng = torch.Generator().manual_seed(0)
+    inst = torch.randn(1, 1, 2, 44100, generator=rng)
+    ref = torch.cat([torch.zeros_like(inst), inst], dim=1)  # vocals silent, instruments active
+    mix = inst[:, 0]
+    clean = torch.cat([torch.zeros_like(inst), inst], dim=1)
+    leaky = torch.cat([0.5 * inst, inst], dim=1)  # −6 dB of the input copied into vocals
+    w = SILENT_WEIGHT["music"]
+    cost = float(separation_loss(leaky, ref, mix, silent_weight=w) - separation_loss(clean, ref, mix, silent_weight=w))
+    assert cost * 2 > 20  # per silent stem: from −30 dB (the cap) to −6 dB, about 24 dB
+    weak = float(separation_loss(leaky, ref, mix) - separation_loss(clean, ref, mix))
+    assert weak < cost / 5  # the default weighting barely noticed it
