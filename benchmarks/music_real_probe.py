@@ -8,8 +8,8 @@ and patches: `synth/library.py`, `synth/words.py`):
 - `a-cappella`: a held-out real speaker alone, as recorded (spoken phrases). A separator users
   trust keeps it in the vocals stem (above −1 dB) and puts little of it elsewhere.
 - `a-cappella-sung`: the same speakers re-sung on a melody by the corpus's WORLD singer.
-- `no-voice`: a held-out recorded drum loop, instrument phrase and bass line, no voice. The
-  vocals stem should stay far below the input (under −25 dB).
+- `no-voice`: held-out recorded drums (a kit, or the held-out loop), instrument phrase and
+  bass line, no voice. The vocals stem should stay far below the input (under −25 dB).
 - `voice-over-real`: the held-out speaker over that accompaniment, the voice at −5, 0 and
   +5 dB against it: SDR improvement of vocals and of the rest, as `locoserve eval` computes it.
 
@@ -77,11 +77,15 @@ def sung(seed: int) -> np.ndarray:
 
 
 def accompaniment(seed: int) -> np.ndarray:
-    """(2, n) held-out recorded drum loop + instrument phrase + bass line at equal RMS."""
+    """(2, n) held-out recorded drums + instrument phrase + bass line at equal RMS. Drums: a
+    held-out recorded kit played by the corpus's drummer, or (every other seed) the one
+    held-out recorded loop."""
     rng = np.random.default_rng(seed)
     song = compose.new_song(rng, SECONDS)
-    parts = [drumkit.loop(rng, song, SECONDS, "test"), sampler.phrase(rng, "instruments", SECONDS, "test"),
-             sampler.phrase(rng, "bass", SECONDS, "test")]
+    kits = drumkit.kits("test")
+    drums = (drumkit.render(rng, song, SECONDS, kits[rng.integers(len(kits))]) if seed % 2 == 0 and kits
+             else drumkit.loop(rng, song, SECONDS, "test"))
+    parts = [drums, sampler.phrase(rng, "instruments", SECONDS, "test"), sampler.phrase(rng, "bass", SECONDS, "test")]
     parts = [p / (library.rms(p) + 1e-12) for p in parts if p is not None and library.rms(p) > 0]
     if not parts:
         raise RuntimeError("no held-out recorded loops or phrases: apt-get install sonic-pi-samples lmms-common")
