@@ -35,7 +35,8 @@ def _train(args: argparse.Namespace) -> int:
                       out=args.out, steps=args.steps, batch=args.batch, seconds=args.seconds,
                       lr=args.lr, warmup=args.warmup, seed=args.seed, device=args.device,
                       threads=args.threads, init=args.init, val_every=args.val_every, ema=args.ema,
-                      snapshot_every=args.snapshot_every)
+                      snapshot_every=args.snapshot_every, sparse=args.sparse, gaps=args.gaps,
+                      silent_weight=args.silent_weight)
     trainer = Trainer(cfg)
     trainer.run()
     if args.export:
@@ -121,6 +122,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--snapshot-every", type=int, default=0,
                    help="also export the EMA weights every N steps to <out>/ema-<step>.pt")
+    p.add_argument("--sparse", type=float, default=0.0,
+                   help="share of music examples that keep each stem with probability 1/2 (songs' sparse passages)")
+    p.add_argument("--gaps", type=float, default=0.0,
+                   help="chance per music stem of a silent stretch of 0.5-3 s inside an example")
+    p.add_argument("--silent-weight", type=float, default=0.1,
+                   help="loss weight of a silent stem's leak (masks need not sum to one; 1 weighs it as an error)")
     p.add_argument("--export", help="write the EMA weights as a shipping checkpoint when done")
     p.set_defaults(func=_train)
 

@@ -5,8 +5,8 @@ with a clip table, and memory-mapped: random crops then cost a page-cache read, 
 corpus needs to fit in RAM. Each example draws every stem from its own random clip and
 offset (Demucs-style remixing; 25 % of examples keep all stems of one clip together so the
 model also sees coherent songs), with a random gain, polarity and channel swap per stem,
-stem dropout, sparse examples and silent stretches (music: songs are not all five parts all
-the time), and a random low-pass shared by all stems (so that "no energy above 11 kHz"
+stem dropout, optionally sparse examples and silent stretches (songs are not all five parts
+all the time), and a random low-pass shared by all stems (so that "no energy above 11 kHz"
 cannot become a shortcut to the espeak-ng vocals).
 
 Sources: our synthetic corpus (`corpus.py`), or a MUSDB18-HQ-style folder of real stems,
@@ -118,11 +118,9 @@ class Augment:
     snr_db: tuple[float, float] | None = None
     near_clean: float = 0.0  # share of examples at 30–45 dB (clean input must pass untouched)
     # Music: every corpus clip holds all five stems throughout, but songs have sparse passages
-    # (a drum intro, an a-cappella break, an instrumental bridge) where a model that always
-    # expects a voice hears one in whatever plays: on held-out recorded loops and phrases with
-    # no voice, the shipped 5-stem model put −7.9 dB of the input into vocals (median;
-    # benchmarks/music_real_probe.py, no-voice). `sparse`: share of examples that keep each
-    # stem with probability 1/2 (at least one); `gaps`: chance per stem of a silent stretch.
+    # (a drum intro, an a-cappella break, an instrumental bridge). `sparse`: share of examples
+    # that keep each stem with probability 1/2 (at least one); `gaps`: chance per stem of a
+    # silent stretch. Off unless a run asks (`locoserve train --sparse --gaps`; README).
     sparse: float = 0.0
     gaps: float = 0.0
     gap_seconds: tuple[float, float] = (0.5, 3.0)
@@ -134,7 +132,7 @@ def augment_for(kind: str) -> Augment:
     if kind == "speech":
         return Augment(lowpass=0.4, lowpass_hz=(3400.0, 20000.0), coherent=0.3,
                        snr_db=(-5.0, 20.0), near_clean=0.08)
-    return Augment(coherent=0.4, sparse=0.25, gaps=0.2)
+    return Augment(coherent=0.4)
 
 
 def gap_envelope(rng: np.random.Generator, n: int, seconds: tuple[float, float],
