@@ -284,3 +284,14 @@ def test_test_clips_never_use_the_prompts():
     for seed in range(12):
         _, info = speech.render_clip(9_500_000 + seed, 1.0, snr_db=0.0, split="test")
         assert not info["speaker"].startswith("prompts:")
+
+
+def test_the_prompts_channel_leaves_white_noise_nothing_above_its_band():
+    from models.training.synth import prompts
+    x = np.random.default_rng(0).standard_normal(4 * SR)
+    y = prompts.at_source_rate(x)
+    assert y.shape == x.shape
+    spectrum = np.abs(np.fft.rfft(y)) ** 2
+    f = np.fft.rfftfreq(y.size, 1 / SR)
+    assert spectrum[f >= 8500].sum() < 10 ** -4.5 * spectrum.sum()  # the prompts hold under −42 dB there
+    assert spectrum[(f > 500) & (f < 6000)].sum() > 0.5 * spectrum.sum()  # the band itself passes

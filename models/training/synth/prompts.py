@@ -20,7 +20,7 @@ from math import gcd
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.signal import butter, resample_poly, sosfilt
 
 from . import library, words
 from .fluid import ToolMissing
@@ -31,6 +31,7 @@ PACKAGES = "asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 asterisk-c
 # one folder per speaker and language (en_US_f_Allison); the short names beside them are links
 SPEAKER_FOLDER = re.compile(r"^[a-z]{2}_[A-Z]{2}_[fm]_\w+$")
 SOURCE_RATE = 16000
+CODEC_EDGE = butter(16, 7600, fs=library.SR, output="sos")  # where the prompts' own spectrum ends
 SR = library.SR
 
 
@@ -88,8 +89,10 @@ def phrase_line(rng: np.random.Generator, seconds: float, speaker: str) -> np.nd
 
 
 def at_source_rate(x: np.ndarray) -> np.ndarray:
-    """`x` as if recorded at the prompts' 16 kHz: down and up again (a sharp cut at 8 kHz, as
-    any 16 kHz original played at 44.1 kHz has), same length."""
+    """`x` as if it came through the prompts' G.722 channel: down to 16 kHz and up again, then a
+    steep edge at 7.6 kHz, where the prompts' own spectrum ends (resampling alone leaves white
+    noise at −23 dB in 8–8.5 kHz, where the prompts hold under −42 dB); same length."""
     g = gcd(SR, SOURCE_RATE)
     y = resample_poly(resample_poly(x, SOURCE_RATE // g, SR // g, axis=-1), SR // g, SOURCE_RATE // g, axis=-1)
-    return np.pad(y[..., : x.shape[-1]], [(0, 0)] * (x.ndim - 1) + [(0, max(0, x.shape[-1] - y.shape[-1]))])
+    y = np.pad(y[..., : x.shape[-1]], [(0, 0)] * (x.ndim - 1) + [(0, max(0, x.shape[-1] - y.shape[-1]))])
+    return sosfilt(CODEC_EDGE, y, axis=-1)
