@@ -95,15 +95,12 @@ def accompaniment(seed: int) -> np.ndarray:
 def clip(name: str, i: int) -> tuple[np.ndarray, np.ndarray]:
     """(voice, rest), each (2, n) float64, their sum at LEVEL_DB; either may be silent."""
     seed = SEED + 1000 * SETS.index(name) + i
-    if name == "a-cappella":
-        v = spoken(seed)
-        return v * 10 ** (LEVEL_DB / 20) / library.rms(v), np.zeros_like(v)
-    if name == "a-cappella-sung":
-        v = sung(seed)
-        return v * 10 ** (LEVEL_DB / 20) / library.rms(v), np.zeros_like(v)
+    if name in ("a-cappella", "a-cappella-sung"):
+        v = _at_level(spoken(seed) if name == "a-cappella" else sung(seed))[0]
+        return v, np.zeros_like(v)
     rest = accompaniment(seed)
     if name == "no-voice":
-        return np.zeros_like(rest), rest * 10 ** (LEVEL_DB / 20) / library.rms(rest)
+        return np.zeros_like(rest), _at_level(rest)[0]
     v = spoken(seed)
     v = v / library.rms(v) * library.rms(rest) * 10 ** (VOICE_RATIOS[i % len(VOICE_RATIOS)] / 20)
     v, rest = _at_level(v, rest)

@@ -113,7 +113,6 @@ def _init_from(model: BSLocoformer, path: str) -> None:
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
-        self.silent_weight = cfg.silent_weight
         self.dir = Path(cfg.out)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(cfg.device)
@@ -192,7 +191,7 @@ class Trainer:
         self.model.train()
         with self._autocast():
             est = self.model(mix_t)
-        loss = separation_loss(est, ref_t, mix_t, silent_weight=self.silent_weight)
+        loss = separation_loss(est, ref_t, mix_t, silent_weight=cfg.silent_weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
@@ -243,7 +242,7 @@ class Trainer:
                 f"seeds from models/training/corpus.py SEEDS['{self.cfg.kind}']['train'])")
         training = {"data": data, "clips": len(self.store), "validation": f"every {VALIDATION_EVERY}th training clip, held out",
                     "steps": self.step, "wall_hours": round(self.wall / 3600, 3), "device": self.device.type,
-                    "torch_threads": torch.get_num_threads(), "silent_weight": self.silent_weight,
+                    "torch_threads": torch.get_num_threads(),
                     "config": {k: v for k, v in asdict(self.cfg).items() if v is not None},
                     **(extra or {})}
         return save_checkpoint(path, self.ema, training)

@@ -1,9 +1,9 @@
 """Recorded telephone prompts (Asterisk's core sounds): hours of real read speech, band-limited.
 
-`asterisk-core-sounds-{en,es,fr,it,ru}-g722` hold about 2,800 prompts ("Please enter your
+`asterisk-core-sounds-{en,es,fr,it,ru}-g722` hold 2,781 prompts ("Please enter your
 mailbox number", digits, letters, dates) recorded by four professional speakers (Allison
 Smith in English and Spanish, June Wallack in French, Carlo Flora in Italian, a Russian
-female voice), CC-BY-SA-3.0: about 2.3 hours of real voice, four times what the recorded
+female voice), CC-BY-SA-3.0: 2.1 hours of real voice (file lengths), four times what the recorded
 words of `words` hold. They are G.722, so 16 kHz wideband: nothing above 8 kHz. A clip voiced
 by them is therefore made a 16 kHz recording as a whole (`at_source_rate`, noise included),
 or the model would learn that everything above 8 kHz is noise and dull full-band voices.
@@ -31,8 +31,10 @@ PACKAGES = "asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 asterisk-c
 # one folder per speaker and language (en_US_f_Allison); the short names beside them are links
 SPEAKER_FOLDER = re.compile(r"^[a-z]{2}_[A-Z]{2}_[fm]_\w+$")
 SOURCE_RATE = 16000
-CODEC_EDGE = butter(16, 7600, fs=library.SR, output="sos")  # where the prompts' own spectrum ends
+EDGE_HZ = 7600.0  # where the prompts' own spectrum ends
+CODEC_EDGE = butter(16, EDGE_HZ, fs=library.SR, output="sos")
 SR = library.SR
+_UP, _DOWN = SR // gcd(SR, SOURCE_RATE), SOURCE_RATE // gcd(SR, SOURCE_RATE)  # 441, 160
 
 
 def available() -> bool:
@@ -67,9 +69,7 @@ def _decode(path: str) -> np.ndarray:
     if not frames or frames[0].format.name != "s16":
         raise ValueError(f"{path}: expected 16-bit G.722 audio")
     x = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
-    x = x.astype(np.float64) / 32768
-    g = gcd(SR, SOURCE_RATE)
-    x = resample_poly(x, SR // g, SOURCE_RATE // g)
+    x = resample_poly(x.astype(np.float64) / 32768, _UP, _DOWN)
     x.setflags(write=False)
     return x
 
@@ -92,7 +92,6 @@ def at_source_rate(x: np.ndarray) -> np.ndarray:
     """`x` as if it came through the prompts' G.722 channel: down to 16 kHz and up again, then a
     steep edge at 7.6 kHz, where the prompts' own spectrum ends (resampling alone leaves white
     noise at −23 dB in 8–8.5 kHz, where the prompts hold under −42 dB); same length."""
-    g = gcd(SR, SOURCE_RATE)
-    y = resample_poly(resample_poly(x, SOURCE_RATE // g, SR // g, axis=-1), SR // g, SOURCE_RATE // g, axis=-1)
+    y = resample_poly(resample_poly(x, _DOWN, _UP, axis=-1), _UP, _DOWN, axis=-1)
     y = np.pad(y[..., : x.shape[-1]], [(0, 0)] * (x.ndim - 1) + [(0, max(0, x.shape[-1] - y.shape[-1]))])
     return sosfilt(CODEC_EDGE, y, axis=-1)

@@ -19,6 +19,8 @@ voices and noise recordings. `real` restricts a clip to real recordings on both 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy.signal import resample_poly
 
@@ -35,7 +37,7 @@ REAL_NOISE = ("events", "loops", "ambience", "babble")
 # real-voice-white at +10 dB: −0.56 dB SI-SDR improvement, DFN3 +5.88; README, speech-cpu).
 # The synthetic test set keeps 40 % so that it renders as before and figures stay comparable.
 REAL_WORDS_SHARE = {"train": 0.75, "test": 0.4}
-# Share of training clips voiced by recorded telephone prompts (`prompts`: 2.3 h of four real
+# Share of training clips voiced by recorded telephone prompts (`prompts`: 2.1 h of four real
 # speakers recorded at 16 kHz), drawn before the rule above; test clips never use them.
 PROMPTS_SHARE = 0.25
 VARISPEED = (0.88, 1.12)  # training words replayed faster or slower: the same voice, another speaker's pitch and formants
@@ -48,21 +50,26 @@ def varispeed(x: np.ndarray, factor: float) -> np.ndarray:
     return resample_poly(x, up, down) if down != up else x
 
 
+def _replayed(rng: np.random.Generator, seconds: float, name: str,
+              line_of: Callable[[float], np.ndarray]) -> tuple[np.ndarray, str]:
+    """A training line, half the time replayed at another speed and named NAME@FACTOR."""
+    if rng.random() < 0.5:
+        factor = float(rng.uniform(*VARISPEED))
+        return varispeed(line_of(seconds * factor), factor), f"{name}@{factor:.2f}"
+    return line_of(seconds), name
+
+
 def talker(rng: np.random.Generator, seconds: float, split: str, real: bool = False) -> tuple[np.ndarray, str]:
     """Mono speech filling about `seconds` and the name of its speaker."""
     if split == "train" and not real and rng.random() < PROMPTS_SHARE and prompts.available():
         names = prompts.speakers()
         name = names[rng.integers(len(names))]
-        factor = float(rng.uniform(*VARISPEED)) if rng.random() < 0.5 else 1.0
-        line = varispeed(prompts.phrase_line(rng, seconds * factor, name), factor)
-        return line, f"prompts:{name}" + (f"@{factor:.2f}" if factor != 1.0 else "")
+        return _replayed(rng, seconds, f"prompts:{name}", lambda s: prompts.phrase_line(rng, s, name))
     langs = words.languages(split) if library.available(words.PACKAGE) else []
     if langs and (real or rng.random() < REAL_WORDS_SHARE[split]):
         lang = langs[rng.integers(len(langs))]
-        if split == "train" and rng.random() < 0.5:
-            factor = float(rng.uniform(*VARISPEED))
-            line = varispeed(words.phrase_line(rng, seconds * factor, lang), factor)
-            return line, f"words:{lang}@{factor:.2f}"
+        if split == "train":
+            return _replayed(rng, seconds, f"words:{lang}", lambda s: words.phrase_line(rng, s, lang))
         return words.phrase_line(rng, seconds, lang), f"words:{lang}"
     pool = tts.voices(split)
     engine = rng.choice(["flite", "festival", "espeak"], p=[0.25, 0.45, 0.3])
@@ -107,7 +114,7 @@ def render_clip(seed: int, seconds: float, snr_db: float | None = None, split: s
         speech, noise = eq.apply(lp, speech), eq.apply(lp, noise)
     if speaker.startswith("prompts:"):  # a 16 kHz recording: the whole clip is one, noise included
         speech, noise = prompts.at_source_rate(speech), prompts.at_source_rate(noise)
-        cutoff = min(cutoff or prompts.SOURCE_RATE / 2, prompts.SOURCE_RATE / 2)
+        cutoff = min(cutoff or prompts.EDGE_HZ, prompts.EDGE_HZ)
 
     speech *= 10 ** (rng.uniform(-36, -18) / 20) / (library.rms(speech) + 1e-12)
     if snr is None:
