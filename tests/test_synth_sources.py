@@ -261,6 +261,15 @@ def test_every_prompt_speaker_renders_real_speech_at_the_words_level():
         assert above < 1e-3, name  # a 16 kHz recording: nothing above its band
 
 
+def test_every_pooled_prompt_holds_a_voice():
+    """A training draw may land on any prompt; one empty file (Debian ships one) stopped a corpus render."""
+    prompts = need_prompts()
+    for name, files in prompts._pools().items():
+        for path in files:
+            y = prompts.prompt(path)
+            assert y.size > 0.1 * SR and np.isfinite(y).all(), path
+
+
 def test_a_prompt_voiced_clip_is_band_limited_noise_and_all():
     """Full-band noise under an 8 kHz voice would teach "all above 8 kHz is noise"."""
     prompts = need_prompts()

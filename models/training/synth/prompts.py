@@ -34,6 +34,7 @@ SOURCE_RATE = 16000
 EDGE_HZ = 7600.0  # where the prompts' own spectrum ends
 CODEC_EDGE = butter(16, EDGE_HZ, fs=library.SR, output="sos")
 SR = library.SR
+MIN_BYTES = 800  # 0.1 s at G.722's 64 kbit/s
 _UP, _DOWN = SR // gcd(SR, SOURCE_RATE), SOURCE_RATE // gcd(SR, SOURCE_RATE)  # 441, 160
 
 
@@ -47,7 +48,9 @@ def _pools() -> dict[str, tuple[str, ...]]:
         return {}
     out = {}
     for d in sorted(p for p in ROOT.iterdir() if p.is_dir() and not p.is_symlink() and SPEAKER_FOLDER.match(p.name)):
-        files = tuple(str(f) for f in sorted(d.rglob("*.g722")) if f.parent.name != "silence")
+        # the Russian set ships one empty file (is.g722); a tenth of a second is the least a word needs
+        files = tuple(str(f) for f in sorted(d.rglob("*.g722"))
+                      if f.parent.name != "silence" and f.stat().st_size >= MIN_BYTES)
         if files:
             out[d.name] = files
     return out
