@@ -60,3 +60,13 @@ def test_the_white_noise_set_is_at_the_stated_snr_and_repeatable():
         assert 10 * np.log10(np.square(s).sum() / np.square(n).sum()) == pytest.approx(snr, abs=1e-9)
         np.testing.assert_array_equal(n, speech_quality._white(s, snr, seed=7))
     assert not np.allclose(speech_quality._white(s, 0.0, seed=7), speech_quality._white(s, 0.0, seed=8))
+
+
+def test_the_tables_median_row_shows_what_a_mean_hides():
+    """Nine clips gained 4 dB and one lost 30: the mean (+0.60) says it barely helps, the median (+4.00) that it usually does."""
+    import speech_quality
+    rows = [{"snr": 0.0, "input": 0.0, "ours": 1.0, "dfn": 4.0} for _ in range(9)]
+    rows.append({"snr": 0.0, "input": 0.0, "ours": 1.0, "dfn": -30.0})
+    all_, median = speech_quality._table(rows, has_dfn=True)[-2:]
+    assert all_.startswith("| all | 10 |") and "**+1.00**" in all_ and "| +0.60 | 1 |" in all_
+    assert median.startswith("| all, median | 10 |") and "**+1.00**" in median and "+4.00" in median
