@@ -3,12 +3,12 @@
 from .db import data_dir, init_db, make_engine
 from .errors import (CapabilityDenied, EntitlementError, IdempotencyMismatch, OutOfCredits, PlanLimitExceeded,
                      QuotaExceeded, Unauthorized)
-from .ledger import Caller, Decision, authorize_and_consume, extend, peek, settle, state, sweep
+from .ledger import Caller, Decision, authorize_and_consume, extend, peek, settle, settle_in, state, sweep
 
 __all__ = [
     "Caller", "CapabilityDenied", "Decision", "EntitlementError", "IdempotencyMismatch", "OutOfCredits",
     "PlanLimitExceeded", "QuotaExceeded", "Unauthorized", "authorize_and_consume", "data_dir", "extend",
-    "init_db", "make_engine", "peek", "settle", "state", "sweep",
+    "init_db", "make_engine", "peek", "settle", "settle_in", "state", "sweep",
 ]
 
 

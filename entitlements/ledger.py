@@ -330,6 +330,13 @@ def settle(engine: Engine, event_id: str, ok: bool, reason: str | None = None,
         return _settle(s, event_id, ok, reason, now or utcnow())
 
 
+def settle_in(s: Session, event_id: str, ok: bool, reason: str | None = None,
+              now: datetime | None = None) -> str | None:
+    """`settle` inside the caller's transaction: a record that ends with its charge (a job done
+    and its usage committed) is never seen, nor left by a crash, half-way."""
+    return _settle(s, event_id, ok, reason, now or utcnow())
+
+
 def extend(engine: Engine, event_id: str, ttl_s: int, now: datetime | None = None) -> bool:
     """Push a live reservation's expiry out (a long job still running is not a dead worker)."""
     now = now or utcnow()

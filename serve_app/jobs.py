@@ -3,8 +3,8 @@
 A job's state survives the restart of any replica: the ingress stores its input and creates
 it (queued), the model replica marks it running (naming itself) and reports progress, and
 whoever ends it (the replica, or the dispatcher for jobs that never reached one) moves it to
-done, failed or cancelled by a compare-and-set on its current state, then settles its usage
-event: committed when done, released (refunded) otherwise.
+done, failed or cancelled by a compare-and-set on its current state and, in the same
+transaction, settles its usage event: committed when done, released (refunded) otherwise.
 
 The input (the upload as received) lies in `inputs/` beside `results/` under the data
 folder, which every node shares, until the job ends: the queue is rebuilt from the `queued`
@@ -26,7 +26,7 @@ from sqlalchemy import JSON, Column, and_, or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, select
 
-from entitlements import settle
+from entitlements import settle_in
 from entitlements.schema import iso, utcnow
 
 from .webhooks import new_event
@@ -211,9 +211,11 @@ class JobStore:
                 for k, v in values.items():
                     setattr(job, k, v)
                 s.add(new_event(job.id, job.user_id, job.webhook, status, describe(job)))
+            # and its settled usage: settled apart, a reader (or a crash) found a done job whose
+            # charge was still reserved, which the sweeper would later have refunded
+            settle_in(s, job.usage_event_id, ok=status == "done",
+                      reason=None if status == "done" else (refund_reason or status))
         self.drop_input(job.id)
-        settle(self.engine, job.usage_event_id, ok=status == "done",
-               reason=None if status == "done" else (refund_reason or status))
         return True
 
     def fail_orphans(self) -> int:

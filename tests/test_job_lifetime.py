@@ -47,6 +47,28 @@ def test_a_running_job_keeps_its_reservation_from_its_progress(db, store):
     assert store.fail_orphans() == 1 and store.get(job.id).status == "failed"
 
 
+def test_a_job_ends_with_its_charge_in_one_transaction(db, store, monkeypatch):
+    """Ended apart, a reader found a done job whose charge was still reserved (the TTL test, under
+    load), and a crash between the two would have left it so until the sweeper refunded it."""
+    import serve_app.jobs as jobs
+
+    job = new_job(db, store)
+
+    def lost_connection(*args, **kwargs):
+        raise RuntimeError("connection lost while settling")
+
+    monkeypatch.setattr(jobs, "settle_in", lost_connection)
+    with pytest.raises(RuntimeError):
+        store.finish(job.id, "done")
+    assert (store.get(job.id).status, usage(db, job).status) == ("queued", "reserved")
+    monkeypatch.undo()
+    assert store.finish(job.id, "done")
+    assert (store.get(job.id).status, usage(db, job).status) == ("done", "committed")
+    other = new_job(db, store)
+    assert store.finish(other.id, "failed", refund_reason="boom")
+    assert (store.get(other.id).status, usage(db, other).status) == ("failed", "released")
+
+
 @pytest.mark.parametrize("values", [dict(reservation_ttl_s=5), dict(reservation_ttl_s=100, housekeeping_s=60),
                                     dict(housekeeping_s=0), dict(min_input_seconds=-1),
                                     dict(max_upload_mb=200, upload_memory_mb=100)])
