@@ -129,7 +129,7 @@ def _table(rows: list[dict], has_dfn: bool) -> list[str]:
             imp_d = [r["dfn"] - r["input"] for r in rs]
             line += f" {np.mean(imp_d):+.2f} | {sum(i < -1 for i in imp_d)} |"
         out.append(line)
-    # a mean hides a model that fails a few clips badly (DFN3 on babble) behind one that gains little on most
+    # a mean hides a model that fails a few clips badly (DFN3 on babble, music loops) behind one that gains little on most
     imp = [r["ours"] - r["input"] for r in rows]
     line = f"| all, median | {len(rows)} | {np.median([r['input'] for r in rows]):.2f} | **{np.median(imp):+.2f}** | |"
     if has_dfn:

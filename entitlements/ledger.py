@@ -309,10 +309,13 @@ def add_credits(s: Session, user_id: int, capability: str, amount: int, reason: 
     return True
 
 
-def _settle(s: Session, event_id: str, ok: bool, reason: str | None, now: datetime) -> str | None:
+def settle_in(s: Session, event_id: str, ok: bool, reason: str | None = None,
+              now: datetime | None = None) -> str | None:
+    """`settle` inside the caller's transaction: a record that ends with its charge (a job done
+    and its usage committed) is never seen, nor left by a crash, half-way."""
     status = "committed" if ok else "released"
     row = s.execute(update(UsageEvent).where(UsageEvent.id == event_id, UsageEvent.status == "reserved")
-                    .values(status=status, settled_at=now, release_reason=reason)
+                    .values(status=status, settled_at=now or utcnow(), release_reason=reason)
                     .returning(UsageEvent.id, UsageEvent.user_id, UsageEvent.charged_capability,
                                UsageEvent.source, UsageEvent.amount, UsageEvent.period_start)
                     .execution_options(synchronize_session=False)).first()
@@ -327,14 +330,7 @@ def settle(engine: Engine, event_id: str, ok: bool, reason: str | None = None,
            now: datetime | None = None) -> str | None:
     """Commit (ok) or release and refund (not ok) a reservation; None if it was already settled."""
     with Session(engine) as s, s.begin():
-        return _settle(s, event_id, ok, reason, now or utcnow())
-
-
-def settle_in(s: Session, event_id: str, ok: bool, reason: str | None = None,
-              now: datetime | None = None) -> str | None:
-    """`settle` inside the caller's transaction: a record that ends with its charge (a job done
-    and its usage committed) is never seen, nor left by a crash, half-way."""
-    return _settle(s, event_id, ok, reason, now or utcnow())
+        return settle_in(s, event_id, ok, reason, now)
 
 
 def extend(engine: Engine, event_id: str, ttl_s: int, now: datetime | None = None) -> bool:
@@ -355,7 +351,7 @@ def sweep(engine: Engine, now: datetime | None = None, batch: int = 500) -> int:
     released = 0
     for event_id in ids:
         with Session(engine) as s, s.begin():
-            released += _settle(s, event_id, False, "expired: swept", now) == "released"
+            released += settle_in(s, event_id, False, "expired: swept", now) == "released"
     return released
 
 

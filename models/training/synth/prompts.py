@@ -31,9 +31,9 @@ PACKAGES = "asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 asterisk-c
 # one folder per speaker and language (en_US_f_Allison); the short names beside them are links
 SPEAKER_FOLDER = re.compile(r"^[a-z]{2}_[A-Z]{2}_[fm]_\w+$")
 SOURCE_RATE = 16000
-EDGE_HZ = 7600.0  # where the prompts' own spectrum ends
-CODEC_EDGE = butter(16, EDGE_HZ, fs=library.SR, output="sos")
 SR = library.SR
+EDGE_HZ = 7600.0  # where the prompts' own spectrum ends
+CODEC_EDGE = butter(16, EDGE_HZ, fs=SR, output="sos")
 MIN_BYTES = 800  # 0.1 s at G.722's 64 kbit/s
 _UP, _DOWN = SR // gcd(SR, SOURCE_RATE), SOURCE_RATE // gcd(SR, SOURCE_RATE)  # 441, 160
 
@@ -62,8 +62,10 @@ def speakers() -> list[str]:
 
 @lru_cache(maxsize=4096)
 def _decode(path: str) -> np.ndarray:
-    """A prompt as float64 mono at 44.1 kHz, read-only. Raw G.722 has no header that libsndfile
-    reads; PyAV's FFmpeg (the service's decoder already) has the codec."""
+    """A prompt as decoded: int16 mono at 16 kHz, read-only. Cached as such, since a render
+    reaches every prompt: the whole pool is 0.23 GiB so, 2.5 GiB as float64 at 44.1 kHz (per
+    worker process). Raw G.722 has no header that libsndfile reads; PyAV's FFmpeg (the
+    service's decoder already) has the codec."""
     import av
 
     with av.open(path, format="g722") as container:
@@ -72,14 +74,13 @@ def _decode(path: str) -> np.ndarray:
     if not frames or frames[0].format.name != "s16":
         raise ValueError(f"{path}: expected 16-bit G.722 audio")
     x = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
-    x = resample_poly(x.astype(np.float64) / 32768, _UP, _DOWN)
     x.setflags(write=False)
     return x
 
 
 def prompt(path: str) -> np.ndarray:
-    """One prompt trimmed to its voiced extent with short fades, at unit RMS."""
-    return words.utterance(_decode(path))
+    """One prompt at 44.1 kHz, trimmed to its voiced extent with short fades, at unit RMS."""
+    return words.utterance(resample_poly(_decode(path).astype(np.float64) / 32768, _UP, _DOWN))
 
 
 def phrase_line(rng: np.random.Generator, seconds: float, speaker: str) -> np.ndarray:
