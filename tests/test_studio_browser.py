@@ -78,8 +78,10 @@ def enter_key(page, svc, key: str) -> None:
 
 
 def seconds(text: str) -> float:
-    m, s = re.match(r"(\d+):(\d+\.\d)", text).groups()
-    return int(m) * 60 + float(s)
+    """The position a transport's "m:ss.s / m:ss.s" shows; a malformed clock fails."""
+    shown = re.fullmatch(r"(\d+):([0-5]\d\.\d) / \d+:[0-5]\d\.\d", text)
+    assert shown, f"the clock shows {text!r}"
+    return int(shown[1]) * 60 + float(shown[2])
 
 
 def painted_fraction(page, selector: str) -> float:
@@ -145,11 +147,13 @@ def test_split_listen_mix_and_download(svc, page, tmp_path):
         page.wait_for_selector("#play:not([disabled])", timeout=60_000)
         assert page.text_content("#time").endswith("0:04.0")
         page.click("#play")
-        # the shown clock moves past half a second (an audio device under load may start late)
-        until(page, "() => Number(document.getElementById('time').textContent.split(' / ')[0].split(':')[1]) > 0.5",
-              timeout=15)
-        t1 = seconds(page.text_content("#time"))
-        assert 0.5 < t1 < 4.0 and studio(page, "playing")
+        # read from the press on: the sources start 50 ms after it, and the clock once showed
+        # "-1:60.0" until they did; an audio device under load may start late, so no fixed sleep
+        deadline = time.monotonic() + 15
+        while (t1 := seconds(page.text_content("#time"))) <= 0.5:
+            assert time.monotonic() < deadline, "the clock did not run"
+            time.sleep(0.005)
+        assert t1 < 4.0 and studio(page, "playing")
         page.click("#play")  # pause
         paused = studio(page, "time")
         time.sleep(0.5)

@@ -37,7 +37,9 @@ export class Mixer {
 
   get time() {
     if (!this.playing) return this.offset;
-    return Math.min(this.duration, this.offset + this.ctx.currentTime - this.startedAt);
+    // the sources start a little after the press: until then the clock stands at the offset
+    // (left to run from there it showed "-1:60.0" for those 50 ms)
+    return Math.min(this.duration, this.offset + Math.max(0, this.ctx.currentTime - this.startedAt));
   }
 
   async play() {
