@@ -79,8 +79,21 @@ def _eval(args: argparse.Namespace) -> int:
     if args.card:
         from .training.card import write_card
         command = "locoserve " + " ".join(a if " " not in a else repr(a) for a in sys.argv[1:])
-        print(f"card: {write_card(Path(args.checkpoint), reports, command, args.card_note or '')}")
+        print(f"card: {write_card(Path(args.checkpoint), reports, command, card_note(args))}")
     return 0
+
+
+def card_note(args: argparse.Namespace) -> str:
+    """The card's paragraph, from `--card-note` or `--card-note-file`.
+
+    A file keeps a long note (quotes, several paragraphs) out of the shell, and a committed
+    note file lets the card's "Measured with" command regenerate the card as shipped.
+    """
+    if args.card_note and args.card_note_file:
+        raise SystemExit("give --card-note or --card-note-file, not both")
+    if args.card_note_file:
+        return Path(args.card_note_file).read_text().strip()
+    return args.card_note or ""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -148,6 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="write <out>-<split>.md and .json")
     p.add_argument("--card", action="store_true", help="write the checkpoint's card next to it")
     p.add_argument("--card-note", help="a paragraph for the card (how the run was made, what it shared)")
+    p.add_argument("--card-note-file", help="read the card's paragraph from this file instead")
     p.set_defaults(func=_eval)
 
 

@@ -209,3 +209,33 @@ def test_silent_weight_one_makes_a_leak_cost_as_much_as_an_error():
     assert cost * 2 > 20  # per silent stem: from −30 dB (the cap) to −6 dB, about 24 dB
     weak = float(separation_loss(leaky, ref, mix) - separation_loss(clean, ref, mix))
     assert weak < cost / 5  # the default weighting barely noticed it
+
+
+def test_eval_writes_a_card_whose_note_comes_from_a_file(tmp_path):
+    """`locoserve eval --card --card-note-file`: the card carries the note verbatim (quotes and
+    paragraphs a shell argument would mangle) and names the file, so the command regenerates it."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import models
+
+    data = toy_corpus(tmp_path / "corpus", clips=1, seconds=3.0)
+    (data / "music" / "train").rename(data / "music" / "test")
+    ckpt = tmp_path / "2stem-cpu.pt"
+    shutil.copy(Path(models.__file__).parent / "checkpoints" / "2stem-cpu.pt", ckpt)
+    note = tmp_path / "note.md"
+    note.write_text("It's a run's note: \"quoted\".\n\nSecond paragraph.\n")
+    run = subprocess.run([sys.executable, "-m", "serve_app.cli", "eval", "--variant", "2stem", "--checkpoint",
+                          ckpt, "--data", data, "--threads", "1", "--card",
+                          "--card-note-file", note], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    card = (tmp_path / "2stem-cpu.md").read_text()
+    assert card.rstrip().endswith("It's a run's note: \"quoted\".\n\nSecond paragraph.")
+    assert f"--card-note-file {note}" in card
+    assert json.loads((tmp_path / "2stem-cpu.eval.json").read_text())["test"]["clips"] == 1
+    both = subprocess.run([sys.executable, "-m", "serve_app.cli", "eval", "--variant", "2stem", "--checkpoint", ckpt,
+                           "--data", data, "--card", "--card-note", "x", "--card-note-file", note],
+                          capture_output=True, text=True, timeout=600)
+    assert both.returncode != 0 and "not both" in both.stderr
