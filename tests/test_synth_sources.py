@@ -118,33 +118,6 @@ def test_noise_recordings_are_split_by_file():
         assert train and test and not train & test
 
 
-def test_training_scenes_hold_more_babble_than_test_scenes():
-    # the speech model's remaining failures are a voice under other voices; training scenes
-    # draw babble more often, while test scenes keep the mix their figures were measured on
-    from models.training.synth import noises
-
-    def babble_share(weights):
-        rng = np.random.default_rng(0)
-        layers = [k for _ in range(3000) for k in noises.layer_kinds(rng, noises.KINDS, weights)]
-        return layers.count("babble") / len(layers)
-
-    train, test = babble_share(noises.TRAIN_WEIGHTS), babble_share(noises.WEIGHTS)
-    assert 0.15 < test < 0.21  # the test mix, unchanged
-    assert train > 1.4 * test
-    assert noises.BABBLE_WORDS_SHARE["train"] > noises.BABBLE_WORDS_SHARE["test"]
-
-
-def test_a_scene_takes_its_splits_weights():
-    # the same seed draws the same layer kinds as layer_kinds with that split's weights, so a
-    # test clip renders exactly as it did before training scenes changed
-    need("sonic-pi-samples", "lmms-common", "ktuberling-data")
-    from models.training.synth import noises
-    for split, weights in (("train", noises.TRAIN_WEIGHTS), ("test", noises.WEIGHTS)):
-        for seed in range(6):
-            _, names = noises.scene(np.random.default_rng(seed), SR // 2, split)
-            assert names == noises.layer_kinds(np.random.default_rng(seed), noises.KINDS, weights)
-
-
 def test_speech_clip_hits_the_requested_snr_and_is_deterministic():
     need("ktuberling-data")
     from models.training.synth import speech

@@ -36,13 +36,6 @@ AMBIENCE_GLOBS = {"sonic-pi-samples": ["ambi_*", "vinyl_hiss*"], "lmms-common": 
                                                                                "misc/raving_crowd*"]}
 KINDS = ("events", "loops", "ambience", "babble", "music", "stationary", "crackle")
 WEIGHTS = (0.18, 0.12, 0.12, 0.18, 0.12, 0.2, 0.08)
-# Training scenes lean on babble: the clips the speech model still makes worse are a voice under
-# other voices (README, speech-cpu 2026-12-07). The test sets keep WEIGHTS, so they render as
-# before and their figures stay comparable across runs.
-TRAIN_WEIGHTS = (0.16, 0.10, 0.10, 0.30, 0.10, 0.18, 0.06)
-# Share of babble talkers that are real recorded words rather than a synthesizer; training
-# leans on the real ones for the same reason (the real-voice test set's babble is words).
-BABBLE_WORDS_SHARE = {"train": 0.8, "test": 0.6}
 
 
 @lru_cache(maxsize=8)
@@ -96,7 +89,7 @@ def babble(rng: np.random.Generator, n: int, split: str) -> np.ndarray:
     out = np.zeros(n)
     langs, voices = words.languages(split), tts.voices(split)
     for _ in range(int(rng.integers(3, 9))):
-        if langs and rng.random() < BABBLE_WORDS_SHARE[split]:
+        if langs and rng.random() < 0.6:
             y = words.phrase_line(rng, n / SR, langs[rng.integers(len(langs))])
         else:
             y = tts.read_aloud(rng, voices[rng.integers(len(voices))], n / SR)
@@ -168,18 +161,11 @@ def layer(rng: np.random.Generator, kind: str, n: int, split: str) -> np.ndarray
     return y / library.rms(y)
 
 
-def layer_kinds(rng: np.random.Generator, kinds: tuple[str, ...], weights: tuple[float, ...]) -> list[str]:
-    """The kinds of a scene's 1–3 layers, the first the loudest."""
+def scene(rng: np.random.Generator, n: int, split: str, kinds: tuple[str, ...] = KINDS,
+          weights: tuple[float, ...] = WEIGHTS) -> tuple[np.ndarray, list[str]]:
+    """A unit-RMS mono noise scene of 1–3 layers and the names of its layers."""
     p = np.array(weights, dtype=float) / np.sum(weights)
     count = int(rng.choice([1, 2, 3], p=[0.55, 0.33, 0.12]))
-    return [str(k) for k in rng.choice(kinds, size=count, p=p)]
-
-
-def scene(rng: np.random.Generator, n: int, split: str, kinds: tuple[str, ...] = KINDS,
-          weights: tuple[float, ...] | None = None) -> tuple[np.ndarray, list[str]]:
-    """A unit-RMS mono noise scene of 1–3 layers and the names of its layers."""
-    if weights is None:
-        weights = TRAIN_WEIGHTS if split == "train" and kinds == KINDS else WEIGHTS
-    names = layer_kinds(rng, kinds, weights)
+    names = [str(k) for k in rng.choice(kinds, size=count, p=p)]
     y = sum(layer(rng, k, n, split) * 10 ** (rng.uniform(-10, 0) / 20 if i else 0) for i, k in enumerate(names))
     return y / library.rms(y), names

@@ -103,7 +103,7 @@ def render_clip(seed: int, seconds: float, snr_db: float | None = None, split: s
 
     snr = _snr(rng) if snr_db is None and split == "train" else snr_db
     kinds = REAL_NOISE if real else noises.KINDS
-    weights = (0.3, 0.2, 0.2, 0.3) if real else None  # None: the split's own (noises.scene)
+    weights = (0.3, 0.2, 0.2, 0.3) if real else noises.WEIGHTS
     noise, layers = noises.scene(rng, n, split, kinds, weights)
     if not real and rng.random() < 0.5:
         noise = rooms.apply(noise, rooms.impulse_response(rng, drr_db=float(rng.uniform(-5, 8))))
