@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import socket
 import tempfile
 import time
@@ -24,8 +25,32 @@ STRIPE_SECRET = "whsec_integration"
 CORS_ORIGIN = "https://app.example"
 
 
+# Ray's workers take 10002-19999 and every Ray process binds or connects from the kernel's
+# ephemeral range, so a port the kernel hands out (bind to 0) can be taken again by Ray
+# between this check and the proxy's bind (CI saw 'Failed to bind to address' once). Ports
+# above the workers' and below the ephemeral range are left to the tests.
+TEST_PORTS = range(20000, 32768)
+
+
+def _ephemeral_ports() -> range:
+    try:
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return range(lo, hi + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in TEST_PORTS if p not in ephemeral]
+    for port in random.sample(candidates, min(200, len(candidates))):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a machine whose ephemeral range covers ours: the kernel's pick
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
