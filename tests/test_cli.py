@@ -95,6 +95,7 @@ def test_stems_shortcut_picks_the_five_stem_model_and_keeps_only_what_was_asked(
     (["--filename", "../{stem}.{ext}"], "inside the output folder"),
     (["--format", "mp3", "--bitrate", "100"], "not an MPEG-1 Layer III rate"),
     (["--format", "wav", "--bitrate", "320"], "lossless"),
+    (["--variant", "speech", "--shifts", "0"], "--shifts must be at least 1"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(tmp_path, args, message):
     src = write(tmp_path / "a.wav", music_like(0.5))

@@ -166,9 +166,9 @@ def test_cli_separate_json(tmp_path):
     src = write(tmp_path / "song.wav", music_like(1.5))
     out = subprocess.run([sys.executable, "-m", "serve_app.cli", "separate", str(src), "--out",
                           str(tmp_path / "stems"), "--random-weights", "--device", "cpu", "--json",
-                          "--threads", "1"], capture_output=True, text=True, check=True)
+                          "--threads", "1", "--shifts", "2"], capture_output=True, text=True, check=True)
     meta = json.loads(out.stdout)
-    assert meta["device"] == "cpu" and meta["random_weights"] is True
+    assert meta["device"] == "cpu" and meta["random_weights"] is True and meta["shifts"] == 2
     assert "RANDOM WEIGHTS" in out.stderr
     for stem in ("vocals", "instrumental"):
         assert read(tmp_path / "stems" / "song" / f"{stem}.wav").shape == (2, round(1.5 * SR))

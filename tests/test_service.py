@@ -209,6 +209,7 @@ def test_debug_metadata_only_where_allowed(svc):
     assert meta["variant"] == "2stem" and meta["device"] == "cpu" and meta["random_weights"] is True
     assert meta["chunk_samples"] == 18 * 44100 and meta["weights_sha256"] == "random"
     assert meta["batch"]["size"] == 1 and meta["precision"] == "fp32"  # the CPU's defaults
+    assert meta["shifts"] == 1  # music runs once: twice the time on the free tier's CPU is not free
     # FiveStem's network goes by its device (issue 11): on this CPU-only machine the cpu size
     five = svc.submit(svc.keys["vip"], seconds=1.0, stems=5, debug=True).json()["metadata"]
     assert (five["variant"], five["device"], five["size"], five["size_note"]) == ("5stem", "cpu", "cpu", None)
@@ -335,6 +336,7 @@ def test_clean_and_enhance(svc):
     assert clean["status"] == "done" and set(clean["stems"]) == {"speech", "noise"}
     enhanced = svc.submit(key, seconds=6.0, task="enhance", debug=True).json()
     assert enhanced["status"] == "done"
+    assert enhanced["metadata"]["shifts"] == 2  # the speech model's two half-hop passes, as served
     report = {s["name"]: s for s in enhanced["metadata"]["output"]["stems"]}["speech"]
     assert abs(report["loudness_lufs"] - (-16.0)) < 0.5 and report["true_peak_dbtp"] <= -1.0
     with svc.client(key) as c:

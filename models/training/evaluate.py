@@ -77,14 +77,16 @@ def evaluate(engine: SeparationEngine, data: Path, limit: int | None = None, pro
             "share_of_irm": round((mean["model"] - mean["input"]) / (irm_best - mean["input"]), 3),
         }
     return {"variant": cfg.variant, "size": cfg.size, "split": split, "weights_sha256": engine.weights_sha256,
-            "random_weights": engine.random_weights, "data": str(folder), "clips": len(clip_dirs),
+            "random_weights": engine.random_weights, "shifts": engine.shifts, "data": str(folder),
+            "clips": len(clip_dirs),
             "seconds": round(time.monotonic() - started, 1), "stems": table,
             "average_improvement": round(float(np.mean([t["improvement"] for t in table.values()])), 2)}
 
 
 def markdown(report: dict) -> str:
     lines = [f"{report['variant']}/{report['size']} on {report['clips']} held-out clips "
-             f"(`{report['data']}`), weights sha256 `{report['weights_sha256'][:16]}…`", "",
+             f"(`{report['data']}`), weights sha256 `{report['weights_sha256'][:16]}…`"
+             + (f", {report['shifts']} shifts per chunk" if report.get("shifts", 1) > 1 else ""), "",
              "| stem | input SDR | model SDR | improvement | oracle IRM SDR (p=1 / p=2) | share of IRM gain "
              "| BSS-eval SDR | SI-SDR | SI-SDR improvement |",
              "|---|---|---|---|---|---|---|---|---|"]
