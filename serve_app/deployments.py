@@ -96,12 +96,13 @@ class ModelReplica:
                                 random_weights=self.s.random_weights, threads=threads,
                                 chunk_seconds=self.s.chunk_seconds, overlap_seconds=self.s.overlap_seconds,
                                 config_overrides=self.s.model_overrides, batch_size=self.s.batch_size,
-                                max_batch=self.s.max_batch)
+                                max_batch=self.s.max_batch, shifts=self.s.shifts.get(v))
             for v in self.variants
         }
         for v, e in self.engines.items():
-            log.info("%s: %s on %s, %s size (%s; threads %d, weights %s%s%s)", type(self).__name__, v,
-                     e.choice.device, e.loaded.size, e.loaded.checkpoint or "random weights", threads,
+            log.info("%s: %s on %s, %s size (%s; threads %d, %d pass(es) per chunk, weights %s%s%s)",
+                     type(self).__name__, v, e.choice.device, e.loaded.size, e.loaded.checkpoint or "random weights",
+                     threads, e.shifts,
                      e.weights_sha256[:12], ", fallback: " + e.choice.reason if e.choice.fallback else "",
                      "; " + e.loaded.note if e.loaded.note else "")
 

@@ -4,7 +4,7 @@ deployment as a plain dict."""
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Annotated, Literal
 
 from pathlib import Path
 
@@ -40,6 +40,9 @@ class Settings(BaseModel):
     max_batch: int = Field(default=8, ge=1)
     two_stem_cpus: float = 1.0
     five_stem_cpus: float = 1.0
+    # passes per chunk at sub-hop offsets, averaged (models/shifts.py), per model: N passes buy
+    # better stems for N times the compute; a model not named keeps its default (speech 2, music 1)
+    shifts: dict[Literal["2stem", "5stem", "speech"], Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
 
     # dispatching: slots = replicas × max_ongoing_requests of each model deployment
     two_slots: int = 1

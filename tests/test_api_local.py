@@ -21,7 +21,8 @@ from service_fixture import STRIPE_SECRET, open_slow_upload, status_of, wav_byte
 def svc():
     service, stop = start_local_app("local", queue_max_depth=1, chunk_seconds=3.0, overlap_seconds=0.5,
                                     retry_after_s=7, max_uploads_per_key=2, upload_rate_grace_s=3.0,
-                                    upload_min_bytes_per_s=1000.0, upload_idle_timeout_s=5.0)
+                                    upload_min_bytes_per_s=1000.0, upload_idle_timeout_s=5.0,
+                                    allow_debug=True, shifts={"2stem": 2})
     yield service
     stop()
 
@@ -228,3 +229,16 @@ def test_slow_uploads_from_one_key_starve_nobody(svc, user):
     assert used(svc, slow_key) == 0
     ok = svc.submit(slow_key, seconds=1.0)  # and the key's uploads are given back
     assert ok.status_code == 200, ok.text
+
+
+def test_each_model_runs_the_passes_its_deployment_is_configured_for(svc, user):
+    """`shifts` names the 2-stem model here: its jobs run two passes per chunk, the 5-stem
+    model keeps its default of one and speech its default of two."""
+    _, key = user("vip")
+    ran = {}
+    for task, fields in (("separate", {"stems": 2}), ("separate", {"stems": 5}), ("clean", {})):
+        r = svc.submit(key, seconds=1.0, task=task, debug=True, **fields)
+        assert r.status_code == 200, r.text
+        meta = r.json()["metadata"]
+        ran[meta["variant"]] = meta["shifts"]
+    assert ran == {"2stem": 2, "5stem": 1, "speech": 2}
