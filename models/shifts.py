@@ -38,10 +38,13 @@ def shift_averaged(forward: Callable[[np.ndarray], np.ndarray], batch: np.ndarra
 
     The delayed input is padded with zeros in front and its estimate cut back to the
     original samples, so every pass sees the whole chunk."""
+    delays = offsets(shifts, hop)
+    if shifts == 1:
+        return forward(batch)  # the network's own output, untouched
     n = batch.shape[-1]
     total: np.ndarray | None = None
-    for k in offsets(shifts, hop):
+    for k in delays:
         x = batch if k == 0 else np.pad(batch, [(0, 0)] * (batch.ndim - 1) + [(k, 0)])
         y = forward(x)[..., k:k + n]
         total = y.astype(np.float32, copy=True) if total is None else total + y
-    return total / np.float32(shifts) if shifts > 1 else total
+    return total / np.float32(shifts)
