@@ -40,7 +40,7 @@ from .checkpoint import (CheckpointError, build_model, check_matches, default_ch
 from .conditioning import StreamFilter, conditioner
 from .config import SAMPLE_RATE, load_config
 from .device import DeviceChoice, DeviceRequest, ExecutionMode, choose_device, is_device_fault
-from .shifts import default_shifts, shift_averaged
+from .shifts import check_shifts, default_shifts, shift_averaged
 from .stems import Format, Normalize, StemSink, check_encoding
 
 log = logging.getLogger(__name__)
@@ -236,9 +236,7 @@ class SeparationEngine:
             raise ValueError("max_batch must be at least 1 and gpu_memory_fraction in (0, 1]")
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; use auto, fp32 or bf16")
-        self.shifts = default_shifts(variant) if shifts is None else shifts
-        if self.shifts < 1:
-            raise ValueError("shifts must be at least 1")
+        self.shifts = default_shifts(variant) if shifts is None else check_shifts(shifts)
         self.mode = mode
         self.choice: DeviceChoice = choose_device(mode, device)
         if threads:

@@ -23,10 +23,15 @@ def default_shifts(variant: str) -> int:
     return DEFAULT_SHIFTS.get(variant, 1)
 
 
-def offsets(shifts: int, hop: int) -> list[int]:
-    """`shifts` offsets spread evenly over one hop: 2 → [0, hop/2]."""
+def check_shifts(shifts: int) -> int:
     if shifts < 1:
         raise ValueError("shifts must be at least 1")
+    return shifts
+
+
+def offsets(shifts: int, hop: int) -> list[int]:
+    """`shifts` offsets spread evenly over one hop: 2 → [0, hop/2]."""
+    check_shifts(shifts)
     if shifts > hop:
         raise ValueError(f"at most {hop} shifts: offsets are whole samples within one hop")
     return [i * hop // shifts for i in range(shifts)]
@@ -41,10 +46,6 @@ def shift_averaged(forward: Callable[[np.ndarray], np.ndarray], batch: np.ndarra
     delays = offsets(shifts, hop)
     if shifts == 1:
         return forward(batch)  # the network's own output, untouched
-    n = batch.shape[-1]
-    total: np.ndarray | None = None
-    for k in delays:
-        x = batch if k == 0 else np.pad(batch, [(0, 0)] * (batch.ndim - 1) + [(k, 0)])
-        y = forward(x)[..., k:k + n]
-        total = y.astype(np.float32, copy=True) if total is None else total + y
+    n, lead = batch.shape[-1], [(0, 0)] * (batch.ndim - 1)
+    total = sum(forward(np.pad(batch, lead + [(k, 0)]))[..., k:k + n] for k in delays)
     return total / np.float32(shifts)
