@@ -15,7 +15,7 @@ how much of the voice and of the noise it keeps (least-squares amplitudes: est â
 bÂ·noise).
 
     python benchmarks/speech_shifts.py --data tune [--checkpoint PATH] [--start 60] [--limit N]
-        [--combos one,two] [--threads 1] [--json OUT]
+        [--combos one,two] [--splits test-real] [--threads 1] [--json OUT]
 """
 
 from __future__ import annotations
@@ -92,10 +92,10 @@ def kept(est: np.ndarray, voice: np.ndarray, noise: np.ndarray) -> tuple[float, 
 
 
 def measure(data: Path, checkpoint: str | None, start: int, limit: int | None, combos: list[str],
-            threads: int) -> dict:
+            threads: int, splits: tuple[str, ...] = ("test", "test-real")) -> dict:
     engine = PassEngine("speech", checkpoint, threads=threads)
     report: dict = {"weights_sha256": engine.weights_sha256, "start": start, "combos": combos, "sets": {}}
-    for split in ("test", "test-real"):
+    for split in splits:
         clips = sorted(p.parent for p in (data / "speech" / split).glob("*/meta.json"))[start:]
         clips = clips[:limit]
         if not clips:
@@ -163,6 +163,7 @@ def main() -> None:
                    "past the reported sets)")
     p.add_argument("--limit", type=int)
     p.add_argument("--combos", default=",".join(COMBOS), help=f"comma-separated, of {', '.join(COMBOS)}")
+    p.add_argument("--splits", default="test,test-real", help="comma-separated: test, test-real")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="also write the per-clip rows here")
     p.add_argument("--from-json", help="print the tables of a report written by --json, running nothing")
@@ -174,7 +175,8 @@ def main() -> None:
         unknown = [c for c in combos if c not in COMBOS]
         if unknown:
             p.error(f"unknown combos {unknown}; choose from {', '.join(COMBOS)}")
-        report = measure(Path(args.data), args.checkpoint, args.start, args.limit, combos, args.threads)
+        report = measure(Path(args.data), args.checkpoint, args.start, args.limit, combos, args.threads,
+                         tuple(args.splits.split(",")))
     print("\n".join(tables(report)))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
