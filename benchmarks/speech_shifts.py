@@ -150,7 +150,8 @@ def tables(report: dict) -> list[str]:
             out.append(f"{split}: clips the served estimate makes worse by over 1 dB, and what it keeps")
         for r in worse:
             a, b = r["kept"]
-            out.append(f"  {r['clip']} {r['snr']:+.0f} dB {'+'.join(r['noise'] or [])}: "
+            band = "clean" if r["snr"] is None else f"{r['snr']:+.0f} dB"
+            out.append(f"  {r['clip']} {band} {'+'.join(r['noise'] or [])}: "
                        f"{r['ours']['two'] - r['input']:+.2f} dB, voice x{a:.2f}, noise x{b:.2f}")
     return out
 

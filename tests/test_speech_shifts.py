@@ -71,3 +71,5 @@ def test_the_table_counts_clips_made_worse():
     row = next(line for line in lines if line.startswith("| test-real"))
     assert row == "| test-real (4, from 60) | +2.00 (+2.00, 0) | +1.62 (+3.00, 1) |"
     assert any("00000 +0 dB babble: -2.50 dB, voice x0.80, noise x0.50" in line for line in lines)
+    rows[0]["snr"], rows[0]["noise"] = None, None  # a clip rendered without a stated SNR or noise
+    assert any("00000 clean : -2.50 dB" in line for line in speech_shifts.tables(report))
