@@ -33,6 +33,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.engine import SeparationEngine  # noqa: E402
+from models.shifts import delayed_forward  # noqa: E402
 from models.training.metrics import si_sdr  # noqa: E402
 
 Pass = tuple[int, int]  # (delay as a fraction of the hop in quarters, polarity)
@@ -66,9 +67,8 @@ class PassEngine(SeparationEngine):
     def _pass(self, batch: np.ndarray, p: Pass) -> np.ndarray:
         key = (hashlib.sha1(batch.tobytes()).digest(), p)
         if key not in self._cache:
-            k, sign = p[0] * self._active.model.cfg.hop // 4, p[1]
-            n, lead = batch.shape[-1], [(0, 0)] * (batch.ndim - 1)
-            y = self._forward_once(np.pad(batch, lead + [(k, 0)]) * np.float32(sign))[..., k:k + n]
+            k, sign = p[0] * self._active.model.cfg.hop // 4, np.float32(p[1])
+            y = delayed_forward(lambda b: self._forward_once(b * sign), batch, k)
             self._cache[key] = y if sign == 1 else -y
         return self._cache[key]
 

@@ -46,6 +46,11 @@ def shift_averaged(forward: Callable[[np.ndarray], np.ndarray], batch: np.ndarra
     delays = offsets(shifts, hop)
     if shifts == 1:
         return forward(batch)  # the network's own output, untouched
-    n, lead = batch.shape[-1], [(0, 0)] * (batch.ndim - 1)
-    total = sum(forward(np.pad(batch, lead + [(k, 0)]))[..., k:k + n] for k in delays)
+    total = sum(delayed_forward(forward, batch, k) for k in delays)
     return total / np.float32(shifts)
+
+
+def delayed_forward(forward: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, k: int) -> np.ndarray:
+    """`forward` of `batch` delayed by `k` samples (zeros in front), cut back to the original samples."""
+    n, lead = batch.shape[-1], [(0, 0)] * (batch.ndim - 1)
+    return forward(np.pad(batch, lead + [(k, 0)]))[..., k:k + n]
