@@ -39,10 +39,8 @@ def offsets(shifts: int, hop: int) -> list[int]:
 
 def shift_averaged(forward: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, shifts: int,
                    hop: int) -> np.ndarray:
-    """(B, C, n) → `forward`'s (B, S, C, n), averaged over the input delayed by each offset.
-
-    The delayed input is padded with zeros in front and its estimate cut back to the
-    original samples, so every pass sees the whole chunk."""
+    """(B, C, n) → `forward`'s (B, S, C, n), averaged over the input delayed by each offset
+    (`delayed_forward`: every pass sees the whole chunk)."""
     delays = offsets(shifts, hop)
     if shifts == 1:
         return forward(batch)  # the network's own output, untouched
